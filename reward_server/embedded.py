@@ -1,0 +1,90 @@
+"""A real server on a background thread of this process, for tests, benchmarks,
+notebooks and ``arbiter score --in-process``.
+
+It is the same ``ArbiterServer`` that ``arbiter serve`` runs (same gRPC stack,
+worker pool and limits), bound to an ephemeral loopback port::
+
+    with EmbeddedServer(plugins=["my_scorers"]) as server:
+        client = RewardClient(server.target)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from .config import ArbiterConfig, load_config
+from .server import ArbiterServer
+
+__all__ = ["EmbeddedServer"]
+
+
+class EmbeddedServer:
+    def __init__(
+        self,
+        config: ArbiterConfig | None = None,
+        *,
+        plugins: Sequence[str] = (),
+        token: str | None = None,
+        metrics: bool = False,
+        **server_overrides: Any,
+    ) -> None:
+        config = config or load_config()
+        overrides: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "metrics_port": 0 if metrics else None}
+        overrides.update(server_overrides)
+        self.config = config.model_copy(update={"server": config.server.model_copy(update=overrides)})
+        self.server = ArbiterServer(self.config, plugins=tuple(plugins), token=token)
+        self._loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self.config.server.host}:{self.server.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        if self.server.metrics_port is None:
+            raise RuntimeError("metrics are off; pass metrics=True")
+        return f"http://{self.config.server.metrics_host}:{self.server.metrics_port}/metrics"
+
+    def start(self) -> EmbeddedServer:
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._loop.run_until_complete(self.server.start())
+            except BaseException as exc:
+                failure.append(exc)
+                return
+            finally:
+                started.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="arbiter-embedded", daemon=True)
+        self._thread.start()
+        started.wait()
+        if failure:
+            self._thread.join(timeout=5)
+            self._loop.close()
+            raise failure[0]
+        return self
+
+    def stop(self, grace: float = 1.0) -> None:
+        if self._thread is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self.server.stop(grace=grace), self._loop)
+        future.result(timeout=grace + 60)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._thread = None
+        self._loop.close()
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,15 @@
+"""Built-in scorers. Each is an ordinary plugin written against the SDK, the same
+way a user's scorer is; the server registers them before any plugin."""
+
+from __future__ import annotations
+
+from sdk import Scorer
+
+from .composite import CompositeScorer
+from .format import FormatScorer
+from .length import LengthScorer
+from .math import MathScorer
+
+__all__ = ["BUILTIN_SCORERS", "CompositeScorer", "FormatScorer", "LengthScorer", "MathScorer"]
+
+BUILTIN_SCORERS: tuple[type[Scorer], ...] = (MathScorer, FormatScorer, LengthScorer, CompositeScorer)

@@ -1,0 +1,197 @@
+"""Assembling and running the server: scorers from config and plugins, the worker
+pool, gRPC with health and reflection, metrics, auth, TLS and graceful shutdown.
+
+Order matters at start-up: the worker pool's forkserver starts before the gRPC
+server, so no process is ever forked from one that runs gRPC threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from sdk import ScorerDefinitionError, ScorerEntry, ScorerRegistry
+
+from .config import ArbiterConfig, ScorerConfig
+from .dispatch import Dispatcher, ServedScorer
+from .interceptors import AuthInterceptor, ObservabilityInterceptor
+from .metrics import Metrics
+from .scorers import BUILTIN_SCORERS
+from .service import SERVICE_NAME, RewardService
+from .workers import WorkerPool
+
+__all__ = ["ArbiterServer", "build_registry", "build_scorers", "resolve_token"]
+
+log = logging.getLogger("arbiter.server")
+
+TOKEN_ENV = "ARBITER_TOKEN"
+
+
+def build_registry(config: ArbiterConfig, extra_plugins: tuple[str, ...] = ()) -> ScorerRegistry:
+    """Built-ins, then installed plugin packages, then plugin modules named in config or CLI."""
+    registry = ScorerRegistry()
+    for scorer in BUILTIN_SCORERS:
+        registry.add(scorer, origin="built-in")
+    if config.entry_points:
+        registry.load_entry_points()
+    for module in (*config.plugins, *extra_plugins):
+        registry.load_module(module)
+    return registry
+
+
+def build_scorers(config: ArbiterConfig, registry: ScorerRegistry) -> dict[str, ServedScorer]:
+    """Named scorers: every type under its own name (unless turned off), then the
+    config's named scorers, which may shadow a type name."""
+    served: dict[str, ServedScorer] = {}
+    if config.builtin_scorers:
+        for scorer in registry:
+            served[scorer.name] = _serve(scorer.name, config.defaults.model_copy(update={"type": scorer.name}), registry)
+    for name, scorer_config in config.scorers.items():
+        served[name] = _serve(name, scorer_config, registry)
+    return served
+
+
+def _serve(name: str, scorer_config: ScorerConfig, registry: ScorerRegistry) -> ServedScorer:
+    scorer = registry.get(scorer_config.type or name)
+    try:
+        entry = ScorerEntry(name=name, scorer=scorer, defaults=scorer_config.params)
+    except ScorerDefinitionError as exc:
+        raise ScorerDefinitionError(f"config [scorers.{name}]: {exc}") from exc
+    return ServedScorer(
+        entry=entry,
+        timeout_s=scorer_config.timeout_s,
+        max_concurrency=scorer_config.max_concurrency,
+        description=scorer_config.description or scorer.description,
+    )
+
+
+def resolve_token(config: ArbiterConfig, explicit: str | None = None) -> str | None:
+    """The auth token: explicit, else ARBITER_TOKEN, else the config's token file."""
+    if explicit:
+        return explicit
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV]
+    if config.server.auth_token_file is not None:
+        token = config.server.auth_token_file.read_text().strip()
+        if not token:
+            raise ValueError(f"auth token file {config.server.auth_token_file} is empty")
+        return token
+    return None
+
+
+@dataclass
+class ArbiterServer:
+    """One server instance. ``await start()``, then ``await stop()``; or ``run()``."""
+
+    config: ArbiterConfig
+    plugins: tuple[str, ...] = ()
+    token: str | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        self.registry = build_registry(self.config, self.plugins)
+        self.scorers = build_scorers(self.config, self.registry)
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._pool: WorkerPool | None = None
+        self._health = HealthServicer()
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> int:
+        """Start everything; returns the bound gRPC port."""
+        cfg = self.config.server
+        cpu_bound = [s.entry.scorer for s in self.scorers.values() if s.entry.scorer.cpu_bound]
+        if cpu_bound:
+            preload = sorted({type(s).__module__ for s in cpu_bound} | {s.__module__ for s in cpu_bound})
+            self._pool = WorkerPool(self.config.workers.processes, preload=preload)
+            await self._pool.start()
+        dispatcher = Dispatcher(self.scorers, self._pool, self.metrics)
+        service = RewardService(
+            dispatcher,
+            max_sample_bytes=cfg.max_sample_bytes,
+            max_batch_size=cfg.max_batch_size,
+            max_stream_inflight=cfg.max_stream_inflight,
+        )
+        interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(self.metrics)]
+        if self.token:
+            interceptors.insert(0, AuthInterceptor(self.token))
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", cfg.max_request_bytes),
+                ("grpc.max_send_message_length", max(cfg.max_request_bytes, 64 * 1024 * 1024)),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        server.add_generic_rpc_handlers((service.handler(),))
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        address = f"{cfg.host}:{cfg.port}" if ":" not in cfg.host else f"[{cfg.host}]:{cfg.port}"
+        if cfg.tls_cert_file is not None and cfg.tls_key_file is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(cfg.tls_key_file.read_bytes(), cfg.tls_cert_file.read_bytes())]
+            )
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+        if port == 0:
+            raise OSError(f"cannot bind {address}")
+        await server.start()
+        self._server, self.port = server, port
+        await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        if cfg.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
+        log.info(
+            "serving",
+            extra={
+                "address": f"{cfg.host}:{port}",
+                "tls": cfg.tls_cert_file is not None,
+                "auth": bool(self.token),
+                "scorers": sorted(self.scorers),
+                "workers": self._pool.size if self._pool else 0,
+                "metrics_port": self.metrics_port,
+            },
+        )
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking calls, let in-flight ones finish within ``grace`` seconds,
+        then stop the workers and the metrics endpoint."""
+        grace = self.config.server.grace_period_s if grace is None else grace
+        if self._server is not None:
+            await self._health.enter_graceful_shutdown()
+            await self._server.stop(grace)
+            self._server = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        self.metrics.close()
+        self._stopped.set()
+        log.info("stopped")
+
+    async def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down", extra={"grace_s": self.config.server.grace_period_s})
+        await self.stop()

@@ -1,0 +1,193 @@
+"""The ``arbiter.reward.v1.RewardService`` handlers.
+
+Thin on purpose: decode, hand each sample to the dispatcher, encode. Requests
+that cannot be decoded at all (invalid UTF-8 in a string field, garbage bytes) are
+refused with INVALID_ARGUMENT and a reason, instead of gRPC's opaque INTERNAL; a
+sample that decodes but is malformed or too large gets INVALID_INPUT on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf.message import DecodeError, Message
+
+from sdk import ScoreResult, Status
+from sdk._convert import request_from_proto, result_to_proto
+from sdk._proto import reward_pb2 as pb
+
+from .dispatch import Dispatcher
+
+__all__ = ["SERVICE_NAME", "RewardService"]
+
+log = logging.getLogger("arbiter.service")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RewardService"].full_name
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """Stands in for a request message that protobuf could not parse."""
+
+    reason: str
+
+
+def _lenient(message_type: type[M]) -> Callable[[bytes], M | Undecodable]:
+    def deserialize(data: bytes) -> M | Undecodable:
+        try:
+            return message_type.FromString(data)
+        except (DecodeError, ValueError, UnicodeDecodeError) as exc:
+            return Undecodable(f"not a valid {message_type.DESCRIPTOR.full_name}: {exc}")
+
+    return deserialize
+
+
+class RewardService:
+    def __init__(self, dispatcher: Dispatcher, *, max_sample_bytes: int, max_batch_size: int, max_stream_inflight: int) -> None:
+        self.dispatcher = dispatcher
+        self.max_sample_bytes = max_sample_bytes
+        self.max_batch_size = max_batch_size
+        self.max_stream_inflight = max_stream_inflight
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The service's method handlers, with the lenient deserialisers."""
+        handlers = {
+            "Score": grpc.unary_unary_rpc_method_handler(
+                self.Score,
+                request_deserializer=_lenient(pb.ScoreRequest),
+                response_serializer=pb.ScoreResponse.SerializeToString,
+            ),
+            "ScoreBatch": grpc.unary_unary_rpc_method_handler(
+                self.ScoreBatch,
+                request_deserializer=_lenient(pb.ScoreBatchRequest),
+                response_serializer=pb.ScoreBatchResponse.SerializeToString,
+            ),
+            "StreamScore": grpc.stream_stream_rpc_method_handler(
+                self.StreamScore,
+                request_deserializer=_lenient(pb.ScoreRequest),
+                response_serializer=pb.ScoreResponse.SerializeToString,
+            ),
+            "ListScorers": grpc.unary_unary_rpc_method_handler(
+                self.ListScorers,
+                request_deserializer=_lenient(pb.ListScorersRequest),
+                response_serializer=pb.ListScorersResponse.SerializeToString,
+            ),
+        }
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+    async def Score(self, request: pb.ScoreRequest | Undecodable, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:  # type: ignore[type-arg]
+        if isinstance(request, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+        assert isinstance(request, pb.ScoreRequest)
+        return await self._score_one(request, _deadline(context))
+
+    async def ScoreBatch(
+        self, request: pb.ScoreBatchRequest | Undecodable, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+    ) -> pb.ScoreBatchResponse:
+        if isinstance(request, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+        assert isinstance(request, pb.ScoreBatchRequest)
+        if len(request.requests) > self.max_batch_size:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"batch of {len(request.requests)} samples exceeds max_batch_size={self.max_batch_size};"
+                " split it (the client does this with batch_chunk_size)",
+            )
+        deadline = _deadline(context)
+        responses = await asyncio.gather(*(self._score_one(r, deadline) for r in request.requests))
+        return pb.ScoreBatchResponse(responses=responses)
+
+    async def StreamScore(
+        self,
+        requests: AsyncIterator[pb.ScoreRequest | Undecodable],
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+    ) -> AsyncIterator[pb.ScoreResponse]:
+        deadline = _deadline(context)
+        done: asyncio.Queue[pb.ScoreResponse | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(self.max_stream_inflight)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def score(request: pb.ScoreRequest | Undecodable) -> None:
+            try:
+                if isinstance(request, Undecodable):
+                    failure = ScoreResult.failure(Status.INVALID_INPUT, request.reason)
+                    await done.put(pb.ScoreResponse(result=result_to_proto(failure)))
+                else:
+                    await done.put(await self._score_one(request, deadline))
+            finally:
+                slots.release()
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    await slots.acquire()  # back-pressure: stop reading when too much is in flight
+                    task = asyncio.create_task(score(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*list(tasks))
+            finally:
+                await done.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (response := await done.get()) is not None:
+                yield response
+            await reader
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    async def ListScorers(
+        self, request: pb.ListScorersRequest | Undecodable, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+    ) -> pb.ListScorersResponse:
+        infos = []
+        for name, served in sorted(self.dispatcher.scorers.items()):
+            scorer = served.entry.scorer
+            infos.append(
+                pb.ScorerInfo(
+                    name=name,
+                    type=scorer.name,
+                    description=served.description,
+                    params_schema_json=json.dumps(scorer.Params.model_json_schema()),
+                    default_params_json=json.dumps(dict(served.entry.defaults)),
+                    cpu_bound=scorer.cpu_bound,
+                )
+            )
+        return pb.ListScorersResponse(scorers=infos)
+
+    async def _score_one(self, request: pb.ScoreRequest, deadline: float | None) -> pb.ScoreResponse:
+        scorer = request.scorer
+        size = request.sample.ByteSize()
+        if size > self.max_sample_bytes:
+            result = ScoreResult.failure(
+                Status.INVALID_INPUT,
+                f"sample is {size} bytes; this server accepts at most {self.max_sample_bytes} (max_sample_bytes)",
+                scorer=scorer,
+            )
+        elif not scorer:
+            result = ScoreResult.failure(Status.INVALID_INPUT, "request names no scorer")
+        else:
+            try:
+                sample, params = request_from_proto(request)
+            except (ValueError, TypeError) as exc:
+                result = ScoreResult.failure(Status.INVALID_INPUT, f"malformed sample: {exc}", scorer=scorer)
+            else:
+                result = await self.dispatcher.score_request(scorer, sample, params, deadline=deadline)
+        return pb.ScoreResponse(request_id=request.request_id, result=result_to_proto(result))
+
+
+def _deadline(context: Any) -> float | None:
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    return float(asyncio.get_running_loop().time() + remaining)
