@@ -46,9 +46,7 @@ def generate(out_dir: Path) -> list[Path]:
         written = []
         for name in GENERATED_NAMES:
             text = (produced / name).read_text()
-            text = text.replace(
-                "from arbiter.reward.v1 import reward_pb2", "from . import reward_pb2"
-            )
+            text = text.replace("from arbiter.reward.v1 import reward_pb2", "from . import reward_pb2")
             target = out_dir / name
             target.write_text(text)
             written.append(target)

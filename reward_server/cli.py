@@ -47,18 +47,31 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="TOML or YAML config; without it the embedded default is used.")
-@click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Import scorers from MODULE (repeatable).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML or YAML config; without it the embedded default is used.",
+)
+@click.option(
+    "--plugin", "plugins", multiple=True, metavar="MODULE", help="Import scorers from MODULE (repeatable)."
+)
 @click.option("--host", default=None, help="Address to bind [default: 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="gRPC port [default: 50051].")
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port [default: 9464].")
 @click.option("--no-metrics", is_flag=True, help="Do not serve Prometheus metrics.")
 @click.option("--workers", type=int, default=None, help="Worker processes for CPU-bound scorers.")
-@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help=f"Require this bearer token (or set {TOKEN_ENV}).")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM certificate.")
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM private key.")
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=f"Require this bearer token (or set {TOKEN_ENV}).",
+)
+@click.option(
+    "--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM certificate."
+)
+@click.option(
+    "--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM private key."
+)
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True)
 def serve(
@@ -81,13 +94,23 @@ def serve(
     try:
         config = _load(
             config_path,
-            {"host": host, "port": port, "metrics_port": metrics_port, "auth_token_file": token_file,
-             "tls_cert_file": tls_cert, "tls_key_file": tls_key},
+            {
+                "host": host,
+                "port": port,
+                "metrics_port": metrics_port,
+                "auth_token_file": token_file,
+                "tls_cert_file": tls_cert,
+                "tls_key_file": tls_key,
+            },
         )
         if no_metrics:
-            config = config.model_copy(update={"server": config.server.model_copy(update={"metrics_port": None})})
+            config = config.model_copy(
+                update={"server": config.server.model_copy(update={"metrics_port": None})}
+            )
         if workers is not None:
-            config = config.model_copy(update={"workers": config.workers.model_copy(update={"processes": workers})})
+            config = config.model_copy(
+                update={"workers": config.workers.model_copy(update={"processes": workers})}
+            )
         server = ArbiterServer(config, plugins=plugins, token=resolve_token(config))
     except (ConfigError, ArbiterError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -119,12 +142,21 @@ def _target(
 _target_options = [
     click.option("--target", default=None, help="Server address [default: 127.0.0.1:50051]."),
     click.option("--in-process", is_flag=True, help="Start a server in this process instead."),
-    click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                 help="Config for --in-process."),
-    click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Plugin module for --in-process."),
+    click.option(
+        "--config",
+        "config_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Config for --in-process.",
+    ),
+    click.option(
+        "--plugin", "plugins", multiple=True, metavar="MODULE", help="Plugin module for --in-process."
+    ),
     click.option("--token", default=None, envvar=TOKEN_ENV, help=f"Bearer token [env: {TOKEN_ENV}]."),
-    click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                 help="CA certificate: connect with TLS."),
+    click.option(
+        "--tls-ca",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="CA certificate: connect with TLS.",
+    ),
 ]
 
 
@@ -138,23 +170,40 @@ def _with_target_options(fn: Any) -> Any:
 @_with_target_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def scorers(
-    target: str | None, in_process: bool, config_path: Path | None, plugins: tuple[str, ...],
-    token: str | None, tls_ca: Path | None, as_json: bool,
+    target: str | None,
+    in_process: bool,
+    config_path: Path | None,
+    plugins: tuple[str, ...],
+    token: str | None,
+    tls_ca: Path | None,
+    as_json: bool,
 ) -> None:
     """List the scorers a server has loaded."""
     try:
-        with _target(target, in_process, config_path, plugins) as address, RewardClient(
-            address, token=token, root_certificates=tls_ca
-        ) as client:
+        with (
+            _target(target, in_process, config_path, plugins) as address,
+            RewardClient(address, token=token, root_certificates=tls_ca) as client,
+        ):
             infos = client.list_scorers()
     except (ArbiterError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
-        click.echo(json.dumps([
-            {"name": i.name, "type": i.type, "description": i.description, "cpu_bound": i.cpu_bound,
-             "default_params": dict(i.default_params), "params_schema": dict(i.params_schema)}
-            for i in infos
-        ], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": i.name,
+                        "type": i.type,
+                        "description": i.description,
+                        "cpu_bound": i.cpu_bound,
+                        "default_params": dict(i.default_params),
+                        "params_schema": dict(i.params_schema),
+                    }
+                    for i in infos
+                ],
+                indent=2,
+            )
+        )
         return
     table = Table("name", "type", "runs in", "description")
     for info in infos:
@@ -201,15 +250,33 @@ def _result_json(result: ScoreResult) -> dict[str, Any]:
 @click.option("--prompt", default=None)
 @click.option("--reference", default=None, help="Reference / gold answer.")
 @click.option("--params", "params_json", default=None, help="Scorer params as a JSON object.")
-@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSONL file: one sample per line (keys: scorer, completion, prompt, reference, tests, params, metadata).")
-@click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write one JSON result per line here (default: stdout).")
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSONL file, one sample per line: scorer, completion, prompt, reference, tests, params, metadata.",
+)
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write one JSON result per line here (default: stdout).",
+)
 @click.option("--batch-size", default=64, show_default=True, help="Samples per ScoreBatch call.")
 def score(
-    target: str | None, in_process: bool, config_path: Path | None, plugins: tuple[str, ...],
-    token: str | None, tls_ca: Path | None, scorer: str | None, completion: str | None, prompt: str | None,
-    reference: str | None, params_json: str | None, input_path: Path | None, output_path: Path | None,
+    target: str | None,
+    in_process: bool,
+    config_path: Path | None,
+    plugins: tuple[str, ...],
+    token: str | None,
+    tls_ca: Path | None,
+    scorer: str | None,
+    completion: str | None,
+    prompt: str | None,
+    reference: str | None,
+    params_json: str | None,
+    input_path: Path | None,
+    output_path: Path | None,
     batch_size: int,
 ) -> None:
     """Score one sample from options, or every line of a JSONL file."""
@@ -237,16 +304,22 @@ def score(
                 entry.setdefault("params", params)
     results: list[ScoreResult] = []
     try:
-        with _target(target, in_process, config_path, plugins) as address, RewardClient(
-            address, token=token, root_certificates=tls_ca
-        ) as client:
-            with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=err, disable=len(items) < 2) as progress:
-                task = progress.add_task("score", total=len(items))
-                for start in range(0, len(items), batch_size):
-                    part = items[start : start + batch_size]
-                    results.extend(client.score_batch(part))
-                    progress.advance(task, len(part))
+        with (
+            _target(target, in_process, config_path, plugins) as address,
+            RewardClient(address, token=token, root_certificates=tls_ca) as client,Progress(
+            TextColumn("scoring"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            disable=len(items) < 2,
+        ) as progress
+        ):
+            task = progress.add_task("score", total=len(items))
+            for start in range(0, len(items), batch_size):
+                part = items[start : start + batch_size]
+                results.extend(client.score_batch(part))
+                progress.advance(task, len(part))
     except ArbiterError as exc:
         raise click.ClickException(str(exc)) from exc
     lines = [json.dumps(_result_json(r)) for r in results]
@@ -264,7 +337,9 @@ def _summary(results: list[ScoreResult]) -> None:
     scored = [r.reward for r in results if r.ok]
     table = Table("samples", "scored", "mean reward", "statuses", title="summary")
     mean = f"{sum(scored) / len(scored):.4f}" if scored else "-"
-    table.add_row(str(len(results)), str(len(scored)), mean, ", ".join(f"{k}={v}" for k, v in sorted(statuses.items())))
+    table.add_row(
+        str(len(results)), str(len(scored)), mean, ", ".join(f"{k}={v}" for k, v in sorted(statuses.items()))
+    )
     err.print(table)
 
 

@@ -16,11 +16,11 @@ plus default parameters and limits), composites, plugins and server settings::
 from __future__ import annotations
 
 import os
-import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -49,7 +49,9 @@ class ServerSection(_Strict):
     grace_period_s: float = Field(30.0, ge=0, description="time SIGTERM gives in-flight calls")
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(9464, ge=0, le=65535, description="Prometheus HTTP port; null = off")
-    auth_token_file: Path | None = Field(None, description="file holding the bearer token; see also ARBITER_TOKEN")
+    auth_token_file: Path | None = Field(
+        None, description="file holding the bearer token; see also ARBITER_TOKEN"
+    )
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
 

@@ -54,7 +54,9 @@ class ServedScorer:
 
 
 class Dispatcher:
-    def __init__(self, scorers: Mapping[str, ServedScorer], pool: WorkerPool | None, metrics: Metrics) -> None:
+    def __init__(
+        self, scorers: Mapping[str, ServedScorer], pool: WorkerPool | None, metrics: Metrics
+    ) -> None:
         self.scorers = dict(scorers)
         self.pool = pool
         self.metrics = metrics

@@ -149,4 +149,8 @@ def _code_name(context: Any, error: BaseException | None) -> str:
         return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
     if error is None:
         return "OK"
-    return "CANCELLED" if isinstance(error, BaseException) and type(error).__name__ == "CancelledError" else "UNKNOWN"
+    return (
+        "CANCELLED"
+        if isinstance(error, BaseException) and type(error).__name__ == "CancelledError"
+        else "UNKNOWN"
+    )

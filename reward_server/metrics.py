@@ -25,9 +25,15 @@ class Metrics:
             "arbiter_rpc_seconds", "gRPC call latency", ["method"], buckets=_LATENCY_BUCKETS, registry=r
         )
         self.rpcs_in_flight = Gauge("arbiter_rpcs_in_flight", "gRPC calls in progress", registry=r)
-        self.samples = Counter("arbiter_samples", "samples scored, by status", ["scorer", "status"], registry=r)
+        self.samples = Counter(
+            "arbiter_samples", "samples scored, by status", ["scorer", "status"], registry=r
+        )
         self.scoring_seconds = Histogram(
-            "arbiter_scoring_seconds", "time inside the scorer", ["scorer"], buckets=_LATENCY_BUCKETS, registry=r
+            "arbiter_scoring_seconds",
+            "time inside the scorer",
+            ["scorer"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_seconds = Histogram(
             "arbiter_queue_seconds",

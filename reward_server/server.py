@@ -55,7 +55,9 @@ def build_scorers(config: ArbiterConfig, registry: ScorerRegistry) -> dict[str, 
     served: dict[str, ServedScorer] = {}
     if config.builtin_scorers:
         for scorer in registry:
-            served[scorer.name] = _serve(scorer.name, config.defaults.model_copy(update={"type": scorer.name}), registry)
+            served[scorer.name] = _serve(
+                scorer.name, config.defaults.model_copy(update={"type": scorer.name}), registry
+            )
     for name, scorer_config in config.scorers.items():
         served[name] = _serve(name, scorer_config, registry)
     return served
@@ -137,7 +139,11 @@ class ArbiterServer:
         server.add_generic_rpc_handlers((service.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             server,
         )
         address = f"{cfg.host}:{cfg.port}" if ":" not in cfg.host else f"[{cfg.host}]:{cfg.port}"

@@ -51,7 +51,9 @@ def _lenient(message_type: type[M]) -> Callable[[bytes], M | Undecodable]:
 
 
 class RewardService:
-    def __init__(self, dispatcher: Dispatcher, *, max_sample_bytes: int, max_batch_size: int, max_stream_inflight: int) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, *, max_sample_bytes: int, max_batch_size: int, max_stream_inflight: int
+    ) -> None:
         self.dispatcher = dispatcher
         self.max_sample_bytes = max_sample_bytes
         self.max_batch_size = max_batch_size
@@ -83,14 +85,18 @@ class RewardService:
         }
         return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
-    async def Score(self, request: pb.ScoreRequest | Undecodable, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:  # type: ignore[type-arg]
+    async def Score(
+        self, request: pb.ScoreRequest | Undecodable, context: grpc.aio.ServicerContext
+    ) -> pb.ScoreResponse:  # type: ignore[type-arg]
         if isinstance(request, Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
         assert isinstance(request, pb.ScoreRequest)
         return await self._score_one(request, _deadline(context))
 
     async def ScoreBatch(
-        self, request: pb.ScoreBatchRequest | Undecodable, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+        self,
+        request: pb.ScoreBatchRequest | Undecodable,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> pb.ScoreBatchResponse:
         if isinstance(request, Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
@@ -148,7 +154,9 @@ class RewardService:
                 task.cancel()
 
     async def ListScorers(
-        self, request: pb.ListScorersRequest | Undecodable, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+        self,
+        request: pb.ListScorersRequest | Undecodable,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> pb.ListScorersResponse:
         infos = []
         for name, served in sorted(self.dispatcher.scorers.items()):
@@ -171,7 +179,8 @@ class RewardService:
         if size > self.max_sample_bytes:
             result = ScoreResult.failure(
                 Status.INVALID_INPUT,
-                f"sample is {size} bytes; this server accepts at most {self.max_sample_bytes} (max_sample_bytes)",
+                f"sample is {size} bytes; this server accepts at most"
+                f" {self.max_sample_bytes} (max_sample_bytes)",
                 scorer=scorer,
             )
         elif not scorer:

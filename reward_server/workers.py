@@ -16,11 +16,12 @@ threads make forking the server process itself unsafe).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
+import pickle
 import signal
 import time
 from collections.abc import Sequence
@@ -56,9 +57,14 @@ def _worker_main(conn: multiprocessing.connection.Connection) -> None:
     conn.send("ready")
     while True:
         try:
-            task = conn.recv()
+            payload = conn.recv_bytes()
         except (EOFError, OSError):
             return
+        try:
+            task = pickle.loads(payload)
+        except Exception as exc:  # e.g. a plugin module this worker cannot import
+            conn.send(ScoreResult.failure(Status.INTERNAL, f"worker cannot load the task: {exc!r}"))
+            continue
         if task is None:
             return
         scorer, sample, params = task

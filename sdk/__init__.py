@@ -17,7 +17,7 @@ from ._errors import (
     ServerUnavailableError,
 )
 from ._registry import ENTRY_POINT_GROUP, ScorerEntry, ScorerRegistry
-from ._scorer import NoParams, Scorer, ScoreOutput, ScoringContext, scorer
+from ._scorer import NoParams, ScoreOutput, Scorer, ScoringContext, scorer
 from ._types import CallCases, IoCase, Message, Sample, ScoreResult, ScorerInfo, Status, TestSuite
 
 __all__ = [

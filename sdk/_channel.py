@@ -186,7 +186,7 @@ def fill_batch(batch: PreparedBatch, responses: Sequence[pb.ScoreResponse]) -> l
             f"server answered {len(responses)} results for {len(batch.requests)} requests",
             code="INTERNAL",
         )
-    for position, request, response in zip(batch.positions, batch.requests, responses):
+    for position, request, response in zip(batch.positions, batch.requests, responses, strict=True):
         batch.results[position] = _convert.result_from_proto(response.result, request.request_id)
     return [r for r in batch.results if r is not None]
 

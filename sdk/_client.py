@@ -15,7 +15,15 @@ import grpc
 import grpc.aio
 
 from . import _convert
-from ._channel import DEFAULT_TARGET, ChannelSettings, build_request, chunks, fill_batch, prepare_batch, translate_error
+from ._channel import (
+    DEFAULT_TARGET,
+    ChannelSettings,
+    build_request,
+    chunks,
+    fill_batch,
+    prepare_batch,
+    translate_error,
+)
 from ._proto import reward_pb2 as pb
 from ._proto import reward_pb2_grpc as pb_grpc
 from ._types import ScoreResult, ScorerInfo
@@ -83,7 +91,7 @@ class RewardClient(_ClientBase):
             self._channel = grpc.insecure_channel(settings.grpc_target, options=settings.options)
         else:
             self._channel = grpc.secure_channel(settings.grpc_target, credentials, options=settings.options)
-        self._stub = pb_grpc.RewardServiceStub(self._channel)
+        self._stub = pb_grpc.RewardServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def score(
         self,
@@ -128,7 +136,9 @@ class RewardClient(_ClientBase):
         responses: list[pb.ScoreResponse] = []
         for part in chunks(batch.requests, self.batch_chunk_size):
             try:
-                reply = self._stub.ScoreBatch(pb.ScoreBatchRequest(requests=part), **self._call_kwargs(timeout))
+                reply = self._stub.ScoreBatch(
+                    pb.ScoreBatchRequest(requests=part), **self._call_kwargs(timeout)
+                )
             except grpc.RpcError as exc:
                 raise translate_error(exc) from exc
             responses.extend(reply.responses)
@@ -173,8 +183,10 @@ class AsyncRewardClient(_ClientBase):
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(settings.grpc_target, options=settings.options)
         else:
-            self._channel = grpc.aio.secure_channel(settings.grpc_target, credentials, options=settings.options)
-        self._stub = pb_grpc.RewardServiceStub(self._channel)
+            self._channel = grpc.aio.secure_channel(
+                settings.grpc_target, credentials, options=settings.options
+            )
+        self._stub = pb_grpc.RewardServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def score(
         self,

@@ -94,7 +94,9 @@ def _tests_from_proto(tests: pb.TestSuite) -> TestSuite | None:
         outputs = tuple(json.loads(v) for v in calls.outputs_json)
     except json.JSONDecodeError as exc:
         raise ValueError(f"call_cases holds invalid JSON: {exc}") from exc
-    return TestSuite(call_cases=CallCases(fn_name=calls.fn_name, inputs=inputs, outputs=outputs), options=options)
+    return TestSuite(
+        call_cases=CallCases(fn_name=calls.fn_name, inputs=inputs, outputs=outputs), options=options
+    )
 
 
 def request_to_proto(

@@ -76,7 +76,9 @@ class ScorerRegistry:
         instance = validate_scorer(candidate)
         existing = self._scorers.get(instance.name)
         if existing is not None:
-            if type(existing) is type(instance) and getattr(existing, "fn", None) is getattr(instance, "fn", None):
+            if type(existing) is type(instance) and getattr(existing, "fn", None) is getattr(
+                instance, "fn", None
+            ):
                 return existing
             raise ScorerDefinitionError(
                 f"two scorers are named {instance.name!r}: one from {self._origins[instance.name]},"

@@ -185,9 +185,7 @@ def validate_scorer(candidate: Scorer | type[Scorer]) -> Scorer:
             " letters, digits, '_', '.', '-', starting with a letter"
         )
     if not (isinstance(instance.Params, type) and issubclass(instance.Params, BaseModel)):
-        raise ScorerDefinitionError(
-            f"scorer {instance.name!r}: Params must be a pydantic BaseModel subclass"
-        )
+        raise ScorerDefinitionError(f"scorer {instance.name!r}: Params must be a pydantic BaseModel subclass")
     method = instance.fn if isinstance(instance, FunctionScorer) else instance.score
     if type(instance).score is Scorer.score:
         raise ScorerDefinitionError(f"scorer {instance.name!r} must define score(self, sample, params)")
@@ -214,8 +212,7 @@ def validate_scorer(candidate: Scorer | type[Scorer]) -> Scorer:
         )
     if instance.cpu_bound and instance.is_async:
         raise ScorerDefinitionError(
-            f"scorer {instance.name!r} is cpu_bound, so it must be a plain 'def': it runs in a"
-            " worker process"
+            f"scorer {instance.name!r} is cpu_bound, so it must be a plain 'def': it runs in a worker process"
         )
     if not instance.description:
         own_doc = type(instance).__doc__  # not getdoc: that would inherit the base class's text

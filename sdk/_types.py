@@ -197,8 +197,10 @@ class TestSuite:
 def _io_case(case: Any, index: int) -> IoCase:
     if isinstance(case, IoCase):
         return case
-    if not isinstance(case, Mapping) or not isinstance(case.get("input"), str) or not isinstance(
-        case.get("output"), str
+    if (
+        not isinstance(case, Mapping)
+        or not isinstance(case.get("input"), str)
+        or not isinstance(case.get("output"), str)
     ):
         raise TypeError(f"tests.io_cases[{index}] must be a dict with string 'input' and 'output'")
     return IoCase(input=case["input"], output=case["output"])

@@ -47,9 +47,13 @@ class LocalRunner:
             instance = validate_scorer(candidate)
             self.add(instance.name, instance)
 
-    def add(self, name: str, scorer: Scorer | type[Scorer], defaults: Mapping[str, Any] | None = None) -> None:
+    def add(
+        self, name: str, scorer: Scorer | type[Scorer], defaults: Mapping[str, Any] | None = None
+    ) -> None:
         """Make ``scorer`` reachable as ``name`` with configured ``defaults``."""
-        self._entries[name] = ScorerEntry(name=name, scorer=validate_scorer(scorer), defaults=dict(defaults or {}))
+        self._entries[name] = ScorerEntry(
+            name=name, scorer=validate_scorer(scorer), defaults=dict(defaults or {})
+        )
 
     async def score_sample(
         self, scorer: str, sample: Sample, params: Mapping[str, Any] | None = None
@@ -96,7 +100,9 @@ class _RunnerContext:
     def __init__(self, runner: LocalRunner) -> None:
         self._runner = runner
 
-    async def score(self, scorer: str, sample: Sample, params: Mapping[str, Any] | None = None) -> ScoreResult:
+    async def score(
+        self, scorer: str, sample: Sample, params: Mapping[str, Any] | None = None
+    ) -> ScoreResult:
         return await self._runner.score_sample(scorer, sample, params)
 
 

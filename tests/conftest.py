@@ -10,14 +10,15 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from reward_server.embedded import EmbeddedServer  # noqa: E402
-from sdk import RewardClient  # noqa: E402
+from reward_server.embedded import EmbeddedServer
+from sdk import RewardClient
 
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[EmbeddedServer]:
-    with EmbeddedServer(plugins=["sdk.testing"], metrics=True, max_sample_bytes=256 * 1024,
-                        max_request_bytes=1024 * 1024) as running:
+    with EmbeddedServer(
+        plugins=["sdk.testing"], metrics=True, max_sample_bytes=256 * 1024, max_request_bytes=1024 * 1024
+    ) as running:
         yield running
 
 

@@ -46,9 +46,11 @@ params = { components = [{ scorer = "loop" }] }
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RewardClient]:
     config_file = tmp_path_factory.mktemp("cfg") / "composite.toml"
     config_file.write_text(REFERENCE)
-    with EmbeddedServer(load_config(config_file), plugins=["sdk.testing"]) as server:
-        with RewardClient(server.target) as c:
-            yield c
+    with (
+        EmbeddedServer(load_config(config_file), plugins=["sdk.testing"]) as server,
+        RewardClient(server.target) as c,
+    ):
+        yield c
 
 
 def test_reference_example(client: RewardClient) -> None:
@@ -65,7 +67,11 @@ def test_reference_example(client: RewardClient) -> None:
 def test_reference_example_file_loads() -> None:
     config = load_config(EXAMPLES / "code_reward.toml")
     components = config.scorers["code_reward"].params["components"]
-    assert [(c["scorer"], c["weight"]) for c in components] == [("code", 1.0), ("format", 0.2), ("length", 0.0001)]
+    assert [(c["scorer"], c["weight"]) for c in components] == [
+        ("code", 1.0),
+        ("format", 0.2),
+        ("length", 0.0001),
+    ]
     assert load_config(EXAMPLES / "math_reward.yaml").scorers["math_reward"].type == "composite"
 
 
@@ -76,7 +82,9 @@ def test_gate_zeroes_and_skips_the_gated_part(client: RewardClient) -> None:
             {"scorer": "math", "name": "correct", "weight": 1.0, "gated_by": ["format"]},
         ]
     }
-    good = client.score(scorer="composite", completion="<answer>\\boxed{4}</answer>", reference="4", params=params)
+    good = client.score(
+        scorer="composite", completion="<answer>\\boxed{4}</answer>", reference="4", params=params
+    )
     assert good.status is Status.OK, good.reason
     assert good.reward == pytest.approx(1.1)
     bad = client.score(scorer="composite", completion="\\boxed{4}", reference="4", params=params)
@@ -94,12 +102,16 @@ def test_required_and_clip(client: RewardClient) -> None:
         "clip": [0.0, 2.0],
     }
     assert client.score(scorer="composite", params=params).reward == 2.0
-    required = client.score(scorer="composite", params={**params, "required": ["b"], "required_fail_reward": -1.0})
+    required = client.score(
+        scorer="composite", params={**params, "required": ["b"], "required_fail_reward": -1.0}
+    )
     assert required.reward == -1.0 and required.details["failed_required"] == ["b"]
 
 
 def test_infrastructure_failure_of_a_part_fails_the_whole(client: RewardClient) -> None:
-    params = {"components": [{"scorer": "fake"}, {"scorer": "fake", "name": "broken", "params": {"error": "down"}}]}
+    params = {
+        "components": [{"scorer": "fake"}, {"scorer": "fake", "name": "broken", "params": {"error": "down"}}]
+    }
     result = client.score(scorer="composite", params=params)
     assert result.status is Status.SCORER_ERROR
     assert "broken" in result.reason and "down" in result.reason
@@ -108,8 +120,12 @@ def test_infrastructure_failure_of_a_part_fails_the_whole(client: RewardClient) 
 
 
 def test_bad_output_of_a_part_counts_as_zero(client: RewardClient) -> None:
-    params = {"components": [{"scorer": "fake", "params": {"reward": 0.5}},
-                             {"scorer": "fake", "name": "slow", "params": {"fail_status": "TIMEOUT"}}]}
+    params = {
+        "components": [
+            {"scorer": "fake", "params": {"reward": 0.5}},
+            {"scorer": "fake", "name": "slow", "params": {"fail_status": "TIMEOUT"}},
+        ]
+    }
     result = client.score(scorer="composite", params=params)
     assert result.status is Status.OK and result.reward == 0.5
     assert result.details["components"]["slow"]["status"] == "TIMEOUT"
@@ -119,11 +135,17 @@ def test_bad_output_of_a_part_counts_as_zero(client: RewardClient) -> None:
     "params, message",
     [
         pytest.param({"components": []}, "at least one component", id="empty"),
-        pytest.param({"components": [{"scorer": "fake"}, {"scorer": "fake"}]}, "unique", id="duplicate-labels"),
+        pytest.param(
+            {"components": [{"scorer": "fake"}, {"scorer": "fake"}]}, "unique", id="duplicate-labels"
+        ),
         pytest.param({"components": [{"scorer": "fake", "gated_by": ["x"]}]}, "unknown", id="unknown-gate"),
         pytest.param(
-            {"components": [{"scorer": "fake", "name": "a", "gated_by": ["b"]},
-                            {"scorer": "fake", "name": "b", "gated_by": ["a"]}]},
+            {
+                "components": [
+                    {"scorer": "fake", "name": "a", "gated_by": ["b"]},
+                    {"scorer": "fake", "name": "b", "gated_by": ["a"]},
+                ]
+            },
             "cycle",
             id="gate-cycle",
         ),

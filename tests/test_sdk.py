@@ -16,8 +16,8 @@ from sdk import (
     SampleError,
     Scorer,
     ScorerDefinitionError,
-    ScorerRegistry,
     ScoreResult,
+    ScorerRegistry,
     Status,
     TestSuite,
     scorer,
@@ -100,7 +100,9 @@ def test_scorer_errors_become_statuses() -> None:
         pytest.param(lambda: scorer("Bad Name")(lambda s, p: 1.0), "name", id="bad-name"),
         pytest.param(lambda: scorer("one-arg")(lambda s: 1.0), "sample, params", id="wrong-arity"),
         pytest.param(lambda: scorer("ctx-sync")(lambda s, p, ctx: 1.0), "async def", id="ctx-needs-async"),
-        pytest.param(lambda: scorer("params", params=dict)(lambda s, p: 1.0), "BaseModel", id="params-not-model"),
+        pytest.param(
+            lambda: scorer("params", params=dict)(lambda s, p: 1.0), "BaseModel", id="params-not-model"
+        ),
     ],
 )
 def test_definition_errors_say_how_to_fix(make, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -124,7 +126,9 @@ def test_function_scorers_pickle_by_reference() -> None:
     assert pickle.loads(pickle.dumps(exact)) is exact
 
 
-def test_registry_loads_a_module_and_refuses_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registry_loads_a_module_and_refuses_duplicates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "my_scorers.py").write_text(
         textwrap.dedent(
             """
@@ -173,7 +177,9 @@ def test_local_runner_with_named_defaults() -> None:
     [
         pytest.param({"assert_program": "assert f(1) == 2"}, "assert_program", id="assert"),
         pytest.param({"io_cases": [{"input": "1\n", "output": "2\n"}]}, "io_cases", id="io"),
-        pytest.param({"call_cases": {"fn_name": "f", "inputs": [[1]], "outputs": [2]}}, "call_cases", id="call"),
+        pytest.param(
+            {"call_cases": {"fn_name": "f", "inputs": [[1]], "outputs": [2]}}, "call_cases", id="call"
+        ),
     ],
 )
 def test_test_suite_forms_round_trip(tests: dict, kind: str) -> None:  # type: ignore[type-arg]
@@ -187,7 +193,9 @@ def test_test_suite_forms_round_trip(tests: dict, kind: str) -> None:  # type: i
     [
         pytest.param({}, "exactly one", id="empty"),
         pytest.param({"assert_program": "x", "io_cases": []}, "exactly one", id="two-kinds"),
-        pytest.param({"call_cases": {"fn_name": "f", "inputs": [[1]], "outputs": []}}, "pair up", id="unpaired"),
+        pytest.param(
+            {"call_cases": {"fn_name": "f", "inputs": [[1]], "outputs": []}}, "pair up", id="unpaired"
+        ),
         pytest.param({"io_cases": [{"input": 1, "output": "2"}]}, "string", id="io-types"),
         pytest.param({"unit_tests": "x"}, "unknown", id="unknown-key"),
     ],
@@ -199,8 +207,11 @@ def test_test_suite_errors(tests: dict, message: str) -> None:  # type: ignore[t
 
 def test_sample_text_views_of_chats() -> None:
     sample = Sample.build(
-        [{"role": "assistant", "content": "first"}, {"role": "user", "content": "more"},
-         {"role": "assistant", "content": "final"}],
+        [
+            {"role": "assistant", "content": "first"},
+            {"role": "user", "content": "more"},
+            {"role": "assistant", "content": "final"},
+        ],
         prompt=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
     )
     assert sample.completion_text == "final"

@@ -11,8 +11,8 @@ import urllib.request
 import grpc
 import pytest
 
-from reward_server.embedded import EmbeddedServer
 from reward_server.config import ArbiterConfig, ScorerConfig
+from reward_server.embedded import EmbeddedServer
 from sdk import (
     AsyncRewardClient,
     DeadlineExceededError,
@@ -35,12 +35,17 @@ def test_score_format_with_params(client: RewardClient) -> None:
     completion = "<think>because</think><answer>4</answer>"
     result = client.score(scorer="format", completion=completion, params={"tags": ["think", "answer"]})
     assert (result.status, result.reward) == (Status.OK, 1.0), result.reason
-    missing = client.score(scorer="format", completion="<answer>4</answer>", params={"tags": ["think", "answer"]})
+    missing = client.score(
+        scorer="format", completion="<answer>4</answer>", params={"tags": ["think", "answer"]}
+    )
     assert (missing.status, missing.reward) == (Status.OK, 0.0)
 
 
 def test_batch_keeps_order_and_isolates_failures(client: RewardClient) -> None:
-    items = [{"scorer": "fake", "reference": str(i / 10), "params": {"reward_from_reference": True}} for i in range(10)]
+    items = [
+        {"scorer": "fake", "reference": str(i / 10), "params": {"reward_from_reference": True}}
+        for i in range(10)
+    ]
     items[3] = {"scorer": "no-such-scorer", "completion": "x"}
     items[5] = {"scorer": "fake", "params": {"error": "scorer bug"}}
     items[7] = {"scorer": "fake", "params": {"not_a_param": 1}}
@@ -88,7 +93,9 @@ def test_concurrent_clients_each_get_their_own_answers(server: EmbeddedServer) -
             for i in range(40):
                 expected = (worker_id * 100 + i) / 1000
                 scorer = "fake_cpu" if i % 2 else "fake"
-                result = own.score(scorer=scorer, reference=str(expected), params={"reward_from_reference": True})
+                result = own.score(
+                    scorer=scorer, reference=str(expected), params={"reward_from_reference": True}
+                )
                 if result.status is not Status.OK or result.reward != pytest.approx(expected):
                     errors.append(f"{worker_id}/{i}: {result}")
 
@@ -154,7 +161,9 @@ def _with_invalid_utf8_completion() -> bytes:
     return b"\x12\x04fake" + b"\x1a" + bytes([len(sample)]) + sample
 
 
-def test_invalid_utf8_on_the_wire_is_refused_with_a_reason(server: EmbeddedServer, client: RewardClient) -> None:
+def test_invalid_utf8_on_the_wire_is_refused_with_a_reason(
+    server: EmbeddedServer, client: RewardClient
+) -> None:
     error = _raw_call(server.target, "Score", _with_invalid_utf8_completion())
     assert isinstance(error, grpc.RpcError)
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -168,7 +177,10 @@ def test_invalid_utf8_in_a_stream_costs_one_result(server: EmbeddedServer) -> No
     good = pb.ScoreRequest(request_id="good", scorer="fake").SerializeToString()
     with grpc.insecure_channel(server.target) as channel:
         call = channel.stream_stream("/arbiter.reward.v1.RewardService/StreamScore")
-        replies = [pb.ScoreResponse.FromString(r) for r in call(iter([_with_invalid_utf8_completion(), good]), timeout=10)]
+        replies = [
+            pb.ScoreResponse.FromString(r)
+            for r in call(iter([_with_invalid_utf8_completion(), good]), timeout=10)
+        ]
     statuses = sorted((r.request_id, r.result.status) for r in replies)
     assert statuses == [("", pb.INVALID_INPUT), ("good", pb.OK)]
 
@@ -197,14 +209,18 @@ def test_cpu_scorer_timeout_kills_the_worker_and_the_pool_recovers() -> None:
         assert all(r.ok and r.reward == 0.7 for r in after)
 
 
-def test_deadline_stops_the_work_and_the_server_keeps_serving(server: EmbeddedServer, client: RewardClient) -> None:
+def test_deadline_stops_the_work_and_the_server_keeps_serving(
+    server: EmbeddedServer, client: RewardClient
+) -> None:
     started = time.perf_counter()
     with pytest.raises(DeadlineExceededError):
         client.score(scorer="fake_cpu", params={"delay_s": 20}, timeout=0.5)
     assert time.perf_counter() - started < 3
     # every worker must still be usable: the stuck one was replaced, not left running
     workers = server.config.workers.processes
-    results = client.score_batch([{"scorer": "fake_cpu", "params": {"delay_s": 0.05}}] * (workers * 2), timeout=10)
+    results = client.score_batch(
+        [{"scorer": "fake_cpu", "params": {"delay_s": 0.05}}] * (workers * 2), timeout=10
+    )
     assert all(r.ok for r in results)
 
 

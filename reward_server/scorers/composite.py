@@ -125,7 +125,7 @@ class CompositeScorer(Scorer):
                     skipped.append(component.label)
                     passed[component.label] = False
             outcomes = await asyncio.gather(*(ctx.score(c.scorer, sample, c.params) for c in runnable))
-            for component, outcome in zip(runnable, outcomes):
+            for component, outcome in zip(runnable, outcomes, strict=True):
                 failure = self._failure(component, outcome, params)
                 if failure is not None:
                     return failure
