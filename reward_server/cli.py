@@ -306,14 +306,15 @@ def score(
     try:
         with (
             _target(target, in_process, config_path, plugins) as address,
-            RewardClient(address, token=token, root_certificates=tls_ca) as client,Progress(
-            TextColumn("scoring"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            disable=len(items) < 2,
-        ) as progress
+            RewardClient(address, token=token, root_certificates=tls_ca) as client,
+            Progress(
+                TextColumn("scoring"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                disable=len(items) < 2,
+            ) as progress,
         ):
             task = progress.add_task("score", total=len(items))
             for start in range(0, len(items), batch_size):

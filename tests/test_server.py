@@ -245,3 +245,30 @@ def test_metrics_count_calls_and_statuses(server: EmbeddedServer, client: Reward
     assert 'arbiter_rpcs_total{code="OK",method="Score"}' in text
     assert 'arbiter_samples_total{scorer="fake",status="SCORER_ERROR"}' in text
     assert "arbiter_scoring_seconds_bucket" in text
+
+
+def test_pathological_math_is_a_timeout_and_others_are_served_meanwhile(client: RewardClient) -> None:
+    hostile = {
+        "scorer": "math",
+        "completion": "\\boxed{9^{9^{9^{9}}}}",
+        "reference": "1",
+        "params": {"timeout_s": 1},
+    }
+    fine = {"scorer": "math", "completion": "\\boxed{2}", "reference": "2"}
+    started = time.perf_counter()
+    results = client.score_batch([hostile, fine, fine])
+    assert results[0].status is Status.TIMEOUT, results[0].reason
+    assert [r.reward for r in results[1:]] == [1.0, 1.0]
+    assert time.perf_counter() - started < 10
+
+
+def test_hard_limit_kills_math_that_ignores_its_own_timeout() -> None:
+    config = ArbiterConfig(scorers={"math": ScorerConfig(type="math", timeout_s=1.0)})
+    with EmbeddedServer(config) as server, RewardClient(server.target) as client:
+        started = time.perf_counter()
+        result = client.score(
+            scorer="math", completion="\\boxed{9^{9^{9^{9}}}}", reference="1", params={"timeout_s": 60}
+        )
+        assert result.status is Status.TIMEOUT and "worker was stopped" in result.reason
+        assert time.perf_counter() - started < 10
+        assert client.score(scorer="math", completion="\\boxed{2}", reference="2").reward == 1.0

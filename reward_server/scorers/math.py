@@ -1,0 +1,196 @@
+"""The ``math`` scorer: is the completion's final answer equal to the reference?
+
+math-verify does the work (LaTeX and plain answers, ``\\boxed{}``, fractions vs
+decimals, sets and intervals, units stripped); a small sympy path decides plain
+expressions math-verify cannot parse. The gold answer is the sample's reference.
+
+Time limits. math-verify bounds its own work with ``signal.alarm``, which works
+only on a process's main thread and with whole seconds. The server runs this
+scorer in worker processes, on their main thread, so those alarms are used and a
+slow comparison becomes a TIMEOUT result. Anywhere else (a thread of a user's
+program) the alarms are switched off and the caller must bound the call: the
+server's worker pool also kills a worker that overruns the scorer's ``timeout_s``.
+
+A timeout is a TIMEOUT status, never a reward of 0: math-verify's own habit of
+returning False on timeout is turned off (``raise_on_error``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+import regex
+import sympy
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+from math_verify.errors import TimeoutException
+from math_verify.utils import timeout as mv_timeout
+from pydantic import BaseModel, ConfigDict, Field
+from sympy.parsing.sympy_parser import (
+    convert_xor,
+    implicit_multiplication_application,
+    parse_expr,
+    standard_transformations,
+)
+
+from sdk import Sample, SampleError, Scorer, ScoreResult
+
+__all__ = ["MathParams", "MathScorer"]
+
+T = TypeVar("T")
+
+_LATEX_MARKERS = ("$", "\\(", "\\[", "\\boxed")
+# The sympy path evaluates text with parse_expr (which uses eval), so it accepts
+# only short arithmetic: digits, operators, brackets, single-letter variables and
+# a few function names. Anything else is left to math-verify alone.
+_PLAIN = regex.compile(r"^[0-9A-Za-z+\-*/^().,\s]{1,200}$")
+_WORDS = regex.compile(r"[A-Za-z]+")
+_FUNCTIONS = frozenset({"sqrt", "sin", "cos", "tan", "log", "ln", "exp", "pi", "E", "I"})
+_BAD_DOT = regex.compile(r"(?<!\d)\.|\.(?!\d)")
+_BOXED = regex.compile(r"\\boxed\s*\{((?:[^{}]|\{(?1)\})*)\}")
+_TRANSFORMS = (*standard_transformations, implicit_multiplication_application, convert_xor)
+
+
+class MathParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout_s: int = Field(5, ge=1, le=300, description="math-verify's own time limit (whole seconds)")
+    float_rounding: int = Field(6, ge=0, le=30)
+    numeric_precision: int = Field(15, ge=1, le=100)
+    strict: bool = Field(True, description="math-verify strict mode (variables matter)")
+    answer_extraction: Literal["auto", "boxed"] = Field(
+        "auto",
+        description="'boxed': only a \\boxed{} answer counts; 'auto': also final-answer phrases and bare values",
+    )
+    fallback_sympy: bool = Field(
+        True, description="decide plain expressions with sympy when math-verify cannot"
+    )
+
+
+def _bounded(fn: Callable[[], T], seconds: int | None) -> T:
+    """Run ``fn`` under math-verify's alarm when allowed, converting its timeout."""
+    try:
+        if seconds is None:
+            return fn()
+        return mv_timeout(seconds)(fn)()
+    except TimeoutException as exc:
+        raise TimeoutError(f"math-verify gave up after {seconds}s") from exc
+
+
+def _is_plain(text: str) -> bool:
+    if not _PLAIN.match(text) or _BAD_DOT.search(text):
+        return False
+    return all(len(word) == 1 or word in _FUNCTIONS for word in _WORDS.findall(text))
+
+
+def _sympy(text: str) -> Any:
+    return parse_expr(text.replace("ln", "log"), transformations=_TRANSFORMS, evaluate=True)
+
+
+class MathScorer(Scorer):
+    """Final-answer equivalence with math-verify (LaTeX, boxed, fractions, sets, units), plus sympy."""
+
+    name = "math"
+    Params = MathParams
+    cpu_bound = True
+
+    def score(self, sample: Sample, params: MathParams) -> ScoreResult:
+        gold_text = (sample.reference or "").strip()
+        if not gold_text:
+            raise SampleError("math needs the gold answer in the sample's reference")
+        completion = sample.completion_text
+        seconds = params.timeout_s if threading.current_thread() is threading.main_thread() else None
+        gold = self._parse_gold(gold_text, seconds)
+        answer = self._parse_answer(completion, params, seconds)
+        details: dict[str, Any] = {"gold": [str(g) for g in gold], "extracted": [str(a) for a in answer]}
+        if gold and answer:
+            equal = self._verify(gold, answer, params, seconds, details)
+            if equal or not params.fallback_sympy:
+                details["decided_by"] = "math_verify"
+                return ScoreResult(reward=float(equal), details=details)
+        if params.fallback_sympy:
+            decided = self._sympy_equal(gold_text, completion, params, seconds)
+            if decided is not None:
+                details["decided_by"] = "sympy"
+                return ScoreResult(reward=float(decided), details=details)
+        if not gold:
+            raise SampleError(f"reference {gold_text[:200]!r} could not be parsed as a math answer")
+        details["decided_by"] = "math_verify"
+        if not answer:
+            details["extracted"] = None
+            details["note"] = "no answer found in the completion"
+        return ScoreResult(reward=0.0, details=details)
+
+    @staticmethod
+    def _parse_gold(text: str, seconds: int | None) -> list[Any]:
+        # A bare "x^2+2x+1" parses to nothing with LaTeX extraction: try it in $...$ too.
+        # No fallback to the raw string: a gold answer that is not math is refused.
+        candidates = [text] if text.startswith(_LATEX_MARKERS) else [f"${text}$", text]
+        for candidate in candidates:
+            parsed: list[Any] = _bounded(
+                lambda c=candidate: parse(c, fallback_mode="no_fallback", parsing_timeout=None), seconds
+            )
+            if parsed:
+                return parsed
+        return []
+
+    @staticmethod
+    def _parse_answer(text: str, params: MathParams, seconds: int | None) -> list[Any]:
+        if not text.strip():
+            return []
+        if params.answer_extraction == "boxed":
+            config: list[Any] = [
+                LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False)
+            ]
+        else:
+            config = [LatexExtractionConfig(), ExprExtractionConfig()]
+        parsed: list[Any] = _bounded(
+            lambda: parse(text, extraction_config=config, parsing_timeout=None), seconds
+        )
+        if params.answer_extraction == "boxed" and "\\boxed" not in text:
+            return []
+        return parsed
+
+    @staticmethod
+    def _verify(
+        gold: list[Any], answer: list[Any], params: MathParams, seconds: int | None, details: dict[str, Any]
+    ) -> bool:
+        try:
+            return bool(
+                _bounded(
+                    lambda: verify(
+                        gold,
+                        answer,
+                        float_rounding=params.float_rounding,
+                        numeric_precision=params.numeric_precision,
+                        strict=params.strict,
+                        timeout_seconds=None,
+                        raise_on_error=True,
+                    ),
+                    seconds,
+                )
+            )
+        except TimeoutError:
+            raise
+        except Exception as exc:  # math-verify's own rule: a comparison that errors is unequal
+            details["comparison_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            return False
+
+    @staticmethod
+    def _sympy_equal(gold_text: str, completion: str, params: MathParams, seconds: int | None) -> bool | None:
+        """True/False when both sides are plain expressions sympy can read; else None."""
+        boxed = _BOXED.findall(completion)
+        answer_text = boxed[-1].strip() if boxed else completion.strip()
+        if not (_is_plain(gold_text) and _is_plain(answer_text)):
+            return None
+
+        def compare() -> bool | None:
+            try:
+                gold, answer = _sympy(gold_text), _sympy(answer_text)
+                difference = sympy.simplify(gold - answer)
+            except Exception:
+                return None
+            return bool(difference == 0)
+
+        return _bounded(compare, seconds)
