@@ -43,7 +43,7 @@ def _rewrap(handler: grpc.RpcMethodHandler, wrap: Callable[[Any, bool], Any]) ->
     )
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
     """Requires ``authorization: Bearer <token>``; compares in constant time."""
 
     def __init__(self, token: str) -> None:
@@ -67,13 +67,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         def deny(_behaviour: Any, streams_out: bool) -> Any:
             if streams_out:
 
-                async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:  # type: ignore[type-arg]
+                async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                     await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
                     yield  # pragma: no cover - abort raises
 
                 return deny_stream
 
-            async def deny_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[type-arg]
+            async def deny_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
 
             return deny_unary
@@ -81,7 +81,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return _rewrap(handler, deny)
 
 
-class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Counts calls by method and status code, times them, and logs each at DEBUG."""
 
     def __init__(self, metrics: Metrics) -> None:
@@ -144,7 +144,7 @@ def _code_name(context: Any, error: BaseException | None) -> str:
     except Exception:
         code = None
     if isinstance(code, grpc.StatusCode):
-        return code.name
+        return str(code.name)
     if isinstance(code, int) and code != 0:
         return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
     if error is None:

@@ -173,7 +173,7 @@ class ArbiterServer:
                 "metrics_port": self.metrics_port,
             },
         )
-        return port
+        return int(port)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking calls, let in-flight ones finish within ``grace`` seconds,

@@ -87,7 +87,7 @@ class RewardService:
 
     async def Score(
         self, request: pb.ScoreRequest | Undecodable, context: grpc.aio.ServicerContext
-    ) -> pb.ScoreResponse:  # type: ignore[type-arg]
+    ) -> pb.ScoreResponse:
         if isinstance(request, Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
         assert isinstance(request, pb.ScoreRequest)
@@ -96,7 +96,7 @@ class RewardService:
     async def ScoreBatch(
         self,
         request: pb.ScoreBatchRequest | Undecodable,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
     ) -> pb.ScoreBatchResponse:
         if isinstance(request, Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
@@ -114,7 +114,7 @@ class RewardService:
     async def StreamScore(
         self,
         requests: AsyncIterator[pb.ScoreRequest | Undecodable],
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ScoreResponse]:
         deadline = _deadline(context)
         done: asyncio.Queue[pb.ScoreResponse | None] = asyncio.Queue()
@@ -156,7 +156,7 @@ class RewardService:
     async def ListScorers(
         self,
         request: pb.ListScorersRequest | Undecodable,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
     ) -> pb.ListScorersResponse:
         infos = []
         for name, served in sorted(self.dispatcher.scorers.items()):

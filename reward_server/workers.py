@@ -153,7 +153,12 @@ class WorkerPool:
             worker.conn.send((scorer, sample, params))
             ready: asyncio.Future[None] = loop.create_future()
             fd = worker.conn.fileno()
-            loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+
+            def wake() -> None:
+                if not ready.done():
+                    ready.set_result(None)
+
+            loop.add_reader(fd, wake)
             try:
                 await asyncio.wait_for(ready, timeout_s)
             finally:

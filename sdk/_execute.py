@@ -91,7 +91,7 @@ def run_sync(scorer: Scorer, sample: Sample, params: BaseModel) -> ScoreResult:
     """Run a synchronous scorer; never raises for anything the scorer does."""
     started = time.perf_counter()
     try:
-        result = normalise_output(scorer.score(sample, params), scorer=scorer.name)
+        result = normalise_output(_method(scorer)(sample, params), scorer=scorer.name)
     except Exception as exc:  # a bad rollout is data, not a crash
         result = failure_from_exception(exc, scorer=scorer.name)
     return _replace(result, scoring_ms=(time.perf_counter() - started) * 1000.0)
@@ -106,13 +106,18 @@ async def run_async(
     started = time.perf_counter()
     try:
         if scorer.wants_context:
-            output = await scorer.score(sample, params, ctx=ctx)  # type: ignore[call-arg,misc]
+            output = await _method(scorer)(sample, params, ctx=ctx)
         else:
-            output = await scorer.score(sample, params)  # type: ignore[misc]
+            output = await _method(scorer)(sample, params)
         result = normalise_output(output, scorer=scorer.name)
     except Exception as exc:
         result = failure_from_exception(exc, scorer=scorer.name)
     return _replace(result, scoring_ms=(time.perf_counter() - started) * 1000.0)
+
+
+def _method(scorer: Scorer) -> Any:
+    """The scorer's ``score`` method (checked by ``validate_scorer`` at load time)."""
+    return scorer.score  # type: ignore[attr-defined]
 
 
 def _replace(result: ScoreResult, **changes: Any) -> ScoreResult:

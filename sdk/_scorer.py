@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol, TypeVar, Union, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
@@ -66,15 +66,16 @@ class Scorer:
     ``description`` (defaults to the docstring), ``Params`` and ``cpu_bound``, and
     define ``score(self, sample, params)`` (sync or async; add ``ctx`` to receive a
     ``ScoringContext``). Instances are created with no arguments.
+
+    ``score`` is deliberately not declared here: its parameter types are the
+    subclass's own (its ``Params`` model, an optional ``ctx``), which a base-class
+    signature could not express; ``validate_scorer`` checks it instead.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
     cpu_bound: ClassVar[bool] = False
-
-    def score(self, sample: Sample, params: Any) -> ScoreOutput | Awaitable[ScoreOutput]:
-        raise NotImplementedError
 
     # Filled in by validate_scorer; derived from the score method's signature.
     is_async: bool = False
@@ -186,8 +187,8 @@ def validate_scorer(candidate: Scorer | type[Scorer]) -> Scorer:
         )
     if not (isinstance(instance.Params, type) and issubclass(instance.Params, BaseModel)):
         raise ScorerDefinitionError(f"scorer {instance.name!r}: Params must be a pydantic BaseModel subclass")
-    method = instance.fn if isinstance(instance, FunctionScorer) else instance.score
-    if type(instance).score is Scorer.score:
+    method = instance.fn if isinstance(instance, FunctionScorer) else instance.score  # type: ignore[attr-defined]
+    if not callable(getattr(instance, "score", None)):
         raise ScorerDefinitionError(f"scorer {instance.name!r} must define score(self, sample, params)")
     try:
         signature = inspect.signature(method)

@@ -17,9 +17,10 @@ returning False on timeout is turned off (``raise_on_error``).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import regex
 import sympy
@@ -61,7 +62,8 @@ class MathParams(BaseModel):
     strict: bool = Field(True, description="math-verify strict mode (variables matter)")
     answer_extraction: Literal["auto", "boxed"] = Field(
         "auto",
-        description="'boxed': only a \\boxed{} answer counts; 'auto': also final-answer phrases and bare values",
+        description="'boxed': only a \\boxed{} answer counts;"
+        " 'auto': also final-answer phrases and bare values",
     )
     fallback_sympy: bool = Field(
         True, description="decide plain expressions with sympy when math-verify cannot"
@@ -73,7 +75,7 @@ def _bounded(fn: Callable[[], T], seconds: int | None) -> T:
     try:
         if seconds is None:
             return fn()
-        return mv_timeout(seconds)(fn)()
+        return cast(T, mv_timeout(seconds)(fn)())
     except TimeoutException as exc:
         raise TimeoutError(f"math-verify gave up after {seconds}s") from exc
 
@@ -129,7 +131,8 @@ class MathScorer(Scorer):
         candidates = [text] if text.startswith(_LATEX_MARKERS) else [f"${text}$", text]
         for candidate in candidates:
             parsed: list[Any] = _bounded(
-                lambda c=candidate: parse(c, fallback_mode="no_fallback", parsing_timeout=None), seconds
+                functools.partial(parse, candidate, fallback_mode="no_fallback", parsing_timeout=None),
+                seconds,
             )
             if parsed:
                 return parsed
