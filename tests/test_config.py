@@ -1,0 +1,86 @@
+"""Configuration: the embedded default, TOML and YAML files, and errors that name
+what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reward_server.config import ConfigError, load_config
+from reward_server.server import build_registry, build_scorers
+from sdk import ScorerDefinitionError
+
+
+def test_embedded_default_serves_every_builtin_on_loopback() -> None:
+    config = load_config()
+    assert config.server.host == "127.0.0.1" and config.server.port == 50051
+    served = build_scorers(config, build_registry(config))
+    assert {"math", "format", "length", "composite"} <= set(served)
+    assert served["math"].timeout_s == 10
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        pytest.param(
+            "c.toml",
+            '[scorers.short]\ntype = "length"\nparams = { limit = 10 }\nmax_concurrency = 4\n',
+            id="toml",
+        ),
+        pytest.param(
+            "c.yaml",
+            "scorers:\n  short:\n    type: length\n    params: {limit: 10}\n    max_concurrency: 4\n",
+            id="yaml",
+        ),
+    ],
+)
+def test_named_scorers_from_files(tmp_path: Path, name: str, text: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    config = load_config(path)
+    served = build_scorers(config, build_registry(config))
+    assert served["short"].entry.defaults == {"limit": 10}
+    assert served["short"].max_concurrency == 4
+    assert served["short"].entry.scorer.name == "length"
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        pytest.param("[server]\nport = 'x'\n", "server.port", id="wrong-type"),
+        pytest.param("[server]\nprot = 1\n", "server.prot", id="unknown-key"),
+        pytest.param("[scorers.a]\ntimeout_s = -1\n", "scorers.a.timeout_s", id="bad-limit"),
+        pytest.param("[server\n", "cannot parse", id="syntax"),
+        pytest.param("[server]\ntls_cert_file = 'c.pem'\n", "tls_key_file", id="tls-half"),
+    ],
+)
+def test_invalid_files_name_the_problem(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
+        load_config(path)
+
+
+def test_unsupported_suffix_and_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "c.ini").write_text("")
+    with pytest.raises(ConfigError, match="toml"):
+        load_config(tmp_path / "c.ini")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_unknown_type_lists_what_is_registered(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[scorers.x]\ntype = "sandbox9000"\n')
+    config = load_config(path)
+    with pytest.raises(ScorerDefinitionError, match=r"no scorer type .sandbox9000.*math"):
+        build_scorers(config, build_registry(config))
+
+
+def test_invalid_default_params_name_the_scorer(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[scorers.short]\ntype = "length"\nparams = { limit = "long" }\n')
+    config = load_config(path)
+    with pytest.raises(ScorerDefinitionError, match=r"\[scorers.short\].*limit"):
+        build_scorers(config, build_registry(config))

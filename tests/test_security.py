@@ -1,0 +1,97 @@
+"""Security defaults: bearer tokens, TLS with a locally made certificate, loopback."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from reward_server.embedded import EmbeddedServer
+from reward_server.interceptors import AuthInterceptor
+from sdk import AuthenticationError, ClientError, RewardClient
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[EmbeddedServer]:
+    with EmbeddedServer(plugins=["sdk.testing"], token="correct horse") as server:
+        yield server
+
+
+@pytest.mark.parametrize("token", [None, "wrong", "correct hors", "correct horse "], ids=repr)
+def test_missing_or_wrong_token_is_refused(guarded: EmbeddedServer, token: str | None) -> None:
+    with RewardClient(guarded.target, token=token) as client, pytest.raises(AuthenticationError):
+        client.score(scorer="fake")
+
+
+def test_right_token_is_accepted_on_every_method(guarded: EmbeddedServer) -> None:
+    with RewardClient(guarded.target, token="correct horse") as client:
+        assert client.score(scorer="fake").ok
+        assert client.score_batch([{"scorer": "fake"}])[0].ok
+        assert next(iter(client.stream([{"scorer": "fake"}]))).ok
+        assert client.list_scorers()
+    with RewardClient(guarded.target) as anonymous, pytest.raises(AuthenticationError):
+        list(anonymous.stream([{"scorer": "fake"}]))
+
+
+def test_health_stays_open_for_probes(guarded: EmbeddedServer) -> None:
+    with grpc.insecure_channel(guarded.target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_empty_token_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        AuthInterceptor("")
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_with_a_local_certificate(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    with EmbeddedServer(plugins=["sdk.testing"], tls_cert_file=cert, tls_key_file=key, token="t") as server:
+        target = f"localhost:{server.server.port}"
+        with RewardClient(target, root_certificates=cert, token="t") as client:
+            assert client.score(scorer="fake", params={"reward": 0.5}).reward == 0.5
+        with (
+            RewardClient(target, token="t", timeout=5, max_attempts=1) as plaintext,
+            pytest.raises(ClientError),
+        ):
+            plaintext.score(scorer="fake")
