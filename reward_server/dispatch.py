@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdk import Sample, SampleError, ScorerEntry, ScoreResult, Status
-from sdk._execute import run_async
+from sdk._execute import run_async, run_sync
 
 from .metrics import Metrics
 from .workers import WorkerPool
@@ -99,8 +99,6 @@ class Dispatcher:
             result = ScoreResult.failure(Status.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             _depth.reset(token)
-        if result.scorer != scorer:
-            result = dataclasses.replace(result, scorer=scorer)
         return self._record(result, scorer)
 
     async def _score_served(
@@ -117,7 +115,10 @@ class Dispatcher:
         if remaining is not None and remaining <= 0:
             return ScoreResult.failure(Status.DEADLINE_EXCEEDED, "the request's deadline had passed")
         try:
-            await asyncio.wait_for(served.slots.acquire(), remaining)
+            if served.slots.locked():
+                await asyncio.wait_for(served.slots.acquire(), remaining)
+            else:
+                await served.slots.acquire()  # free slot: no timer task needed
         except TimeoutError:
             return ScoreResult.failure(
                 Status.DEADLINE_EXCEEDED,
@@ -138,7 +139,8 @@ class Dispatcher:
                     status=Status.DEADLINE_EXCEEDED,
                     reason="the request's deadline passed while scoring",
                 )
-            return dataclasses.replace(result, queued_ms=result.queued_ms + queued_ms)
+            # one copy: this name (callers see the name they asked for) and queue time
+            return dataclasses.replace(result, scorer=served.name, queued_ms=result.queued_ms + queued_ms)
         finally:
             served.slots.release()
 
@@ -150,6 +152,10 @@ class Dispatcher:
             result = await self.pool.run(scorer, sample, params, budget)
             self.metrics.worker_restarts.set(self.pool.restarts)
             return result
+        if not scorer.is_async:
+            # A plain function on the loop cannot be interrupted; a timer would only
+            # cost a task per sample. CPU-heavy scorers belong in workers (cpu_bound).
+            return run_sync(scorer, sample, params)
         started = time.perf_counter()
         try:
             return await asyncio.wait_for(run_async(scorer, sample, params, self), budget)
@@ -161,7 +167,7 @@ class Dispatcher:
             )
 
     def _record(self, result: ScoreResult, scorer: str) -> ScoreResult:
-        self.metrics.samples.labels(scorer, result.status.name).inc()
-        if result.scoring_ms:
-            self.metrics.scoring_seconds.labels(scorer).observe(result.scoring_ms / 1000.0)
+        if result.scorer != scorer:  # failures decided before scoring carry no name yet
+            result = dataclasses.replace(result, scorer=scorer)
+        self.metrics.count_sample(scorer, result.status.name, result.scoring_ms / 1000.0)
         return result

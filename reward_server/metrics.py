@@ -45,8 +45,20 @@ class Metrics:
         self.worker_restarts = Gauge(
             "arbiter_worker_restarts", "worker processes replaced (timeouts, crashes)", registry=r
         )
+        self._sample_children: dict[tuple[str, str], Any] = {}
         self._http: Any = None
         self._thread: threading.Thread | None = None
+
+    def count_sample(self, scorer: str, status: str, scoring_s: float) -> None:
+        """One scored sample (label children cached: this runs once per sample)."""
+        key = (scorer, status)
+        children = self._sample_children.get(key)
+        if children is None:
+            children = (self.samples.labels(scorer, status), self.scoring_seconds.labels(scorer))
+            self._sample_children[key] = children
+        children[0].inc()
+        if scoring_s:
+            children[1].observe(scoring_s)
 
     def serve(self, host: str, port: int) -> int:
         """Start the HTTP endpoint (``/metrics``); returns the bound port."""

@@ -93,21 +93,16 @@ class ChannelSettings:
 
     @property
     def options(self) -> list[tuple[str, Any]]:
-        service_config = {
-            "loadBalancingConfig": [{"round_robin": {}}],
-            "methodConfig": [
-                {
-                    "name": [{"service": SERVICE_NAME}],
-                    "retryPolicy": {
-                        "maxAttempts": self.max_attempts,
-                        "initialBackoff": f"{self.initial_backoff_s}s",
-                        "maxBackoff": f"{self.max_backoff_s}s",
-                        "backoffMultiplier": 2,
-                        "retryableStatusCodes": ["UNAVAILABLE"],
-                    },
-                }
-            ],
-        }
+        method: dict[str, Any] = {"name": [{"service": SERVICE_NAME}]}
+        if self.max_attempts > 1:  # gRPC rejects a retry policy of one attempt
+            method["retryPolicy"] = {
+                "maxAttempts": self.max_attempts,
+                "initialBackoff": f"{self.initial_backoff_s}s",
+                "maxBackoff": f"{self.max_backoff_s}s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            }
+        service_config = {"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [method]}
         return [
             ("grpc.service_config", json.dumps(service_config)),
             ("grpc.enable_retries", 1),

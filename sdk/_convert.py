@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from ._proto import reward_pb2 as pb
 from ._types import CallCases, Content, IoCase, Message, Sample, ScoreResult, Status, TestSuite
@@ -36,7 +36,23 @@ def struct_from_dict(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
 
 
 def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(value)
+    """A Struct as plain Python data (faster than json_format on the hot path)."""
+    return {key: _from_value(item) for key, item in value.fields.items()}
+
+
+def _from_value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [_from_value(item) for item in value.list_value.values]
+    return None
 
 
 def _content_to_proto(content: Content) -> pb.Content:

@@ -63,15 +63,13 @@ def normalise_output(output: Any, *, scorer: str) -> ScoreResult:
             return ScoreResult.failure(
                 Status.SCORER_ERROR, f"scorer returned a non-finite reward ({output!r})", scorer=scorer
             )
-        result = ScoreResult(reward=float(output))
+        return ScoreResult(reward=float(output), scorer=scorer)
     else:
         return ScoreResult.failure(
             Status.SCORER_ERROR,
             f"scorer returned {type(output).__name__}; expected a float, bool or ScoreResult",
             scorer=scorer,
         )
-    if not result.scorer:
-        result = _replace(result, scorer=scorer)
     return result
 
 
@@ -94,7 +92,9 @@ def run_sync(scorer: Scorer, sample: Sample, params: BaseModel) -> ScoreResult:
         result = normalise_output(_method(scorer)(sample, params), scorer=scorer.name)
     except Exception as exc:  # a bad rollout is data, not a crash
         result = failure_from_exception(exc, scorer=scorer.name)
-    return _replace(result, scoring_ms=(time.perf_counter() - started) * 1000.0)
+    return _replace(
+        result, scorer=result.scorer or scorer.name, scoring_ms=(time.perf_counter() - started) * 1000.0
+    )
 
 
 async def run_async(
@@ -112,7 +112,9 @@ async def run_async(
         result = normalise_output(output, scorer=scorer.name)
     except Exception as exc:
         result = failure_from_exception(exc, scorer=scorer.name)
-    return _replace(result, scoring_ms=(time.perf_counter() - started) * 1000.0)
+    return _replace(
+        result, scorer=result.scorer or scorer.name, scoring_ms=(time.perf_counter() - started) * 1000.0
+    )
 
 
 def _method(scorer: Scorer) -> Any:

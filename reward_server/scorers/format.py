@@ -62,6 +62,7 @@ def _compile(pattern: str, flags: int) -> regex.Pattern[str]:
         raise SampleError(f"invalid pattern {pattern!r}: {exc}") from None
 
 
+@functools.lru_cache(maxsize=256)
 def _tag_pattern(tag: str) -> regex.Pattern[str]:
     escaped = regex.escape(tag)
     return _compile(rf"<{escaped}>(.*?)</{escaped}>", regex.DOTALL)
