@@ -1,0 +1,69 @@
+"""Client behaviour against real servers: round-robin over several targets,
+surviving a replica going away, waiting for a server that starts late, and
+errors when nothing answers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from reward_server.embedded import EmbeddedServer
+from sdk import RewardClient, ServerUnavailableError
+
+
+def _served(server: EmbeddedServer) -> float:
+    value = server.server.metrics.registry.get_sample_value(
+        "arbiter_samples_total", {"scorer": "fake", "status": "OK"}
+    )
+    return value or 0.0
+
+
+def test_round_robin_spreads_calls_and_survives_a_lost_replica() -> None:
+    first = EmbeddedServer(plugins=["sdk.testing"]).start()
+    second = EmbeddedServer(plugins=["sdk.testing"]).start()
+    try:
+        with RewardClient([first.target, second.target]) as client:
+            for _ in range(40):
+                assert client.score(scorer="fake").ok
+            assert _served(first) >= 5 and _served(second) >= 5
+            second.stop()
+            results = [client.score(scorer="fake") for _ in range(20)]
+            assert all(r.ok for r in results)
+    finally:
+        first.stop()
+        second.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_wait_for_ready_rides_out_a_server_that_starts_late() -> None:
+    port = _free_port()
+    late = EmbeddedServer(plugins=["sdk.testing"], port=port)
+    starter = threading.Timer(1.0, late.start)
+    starter.start()
+    try:
+        with RewardClient(f"127.0.0.1:{port}", wait_for_ready=True, timeout=30) as client:
+            assert client.score(scorer="fake").ok
+    finally:
+        starter.join()
+        late.stop()
+
+
+def test_no_server_is_a_clear_error_after_retries() -> None:
+    with RewardClient(f"127.0.0.1:{_free_port()}", timeout=10) as client:
+        started = time.perf_counter()
+        with pytest.raises(ServerUnavailableError, match="unavailable"):
+            client.score(scorer="fake")
+    assert time.perf_counter() - started < 10
+
+
+def test_mixed_address_families_are_refused() -> None:
+    with pytest.raises(ValueError, match="IPv4 or all IPv6"):
+        RewardClient(["127.0.0.1:1", "[::1]:2"])
