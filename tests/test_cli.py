@@ -188,3 +188,13 @@ def test_unknown_plugin_is_a_clear_error() -> None:
     done = _run("serve", "--plugin", "no_such_module_anywhere", "--port", str(_free_port()))
     assert done.returncode != 0
     assert "cannot import plugin module 'no_such_module_anywhere'" in done.stderr
+
+
+def test_serve_writes_structured_json_logs(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    serve()
+    (log,) = tmp_path.glob("serve-*.log")
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    serving = next(e for e in entries if e["msg"] == "serving")
+    assert serving["level"] == "info" and serving["logger"] == "arbiter.server"
+    assert {"math", "format", "fake"} <= set(serving["scorers"])
+    assert serving["address"].startswith("127.0.0.1:")

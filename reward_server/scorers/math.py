@@ -18,6 +18,7 @@ returning False on timeout is turned off (``raise_on_error``).
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar, cast
@@ -51,6 +52,18 @@ _FUNCTIONS = frozenset({"sqrt", "sin", "cos", "tan", "log", "ln", "exp", "pi", "
 _BAD_DOT = regex.compile(r"(?<!\d)\.|\.(?!\d)")
 _BOXED = regex.compile(r"\\boxed\s*\{((?:[^{}]|\{(?1)\})*)\}")
 _TRANSFORMS = (*standard_transformations, implicit_multiplication_application, convert_xor)
+
+
+class _DropTimeoutDisabledNotice(logging.Filter):
+    """math-verify warns whenever its alarms are off; here they are off on purpose,
+    because every call is bounded by ``_bounded`` or by the worker pool's hard kill."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timeout is disabled")
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_DropTimeoutDisabledNotice())
 
 
 class MathParams(BaseModel):
