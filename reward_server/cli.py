@@ -342,6 +342,12 @@ def _summary(results: list[ScoreResult]) -> None:
         str(len(results)), str(len(scored)), mean, ", ".join(f"{k}={v}" for k, v in sorted(statuses.items()))
     )
     err.print(table)
+    # Pairwise reward-model results: the share where the chosen answer won.
+    verdicts = [
+        bool(r.details["chosen_preferred"]) for r in results if r.ok and "chosen_preferred" in r.details
+    ]
+    if verdicts:
+        err.print(f"pairwise accuracy: {sum(verdicts) / len(verdicts):.4f} over {len(verdicts)} pairs")
 
 
 if __name__ == "__main__":

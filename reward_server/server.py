@@ -55,6 +55,8 @@ def build_scorers(config: ArbiterConfig, registry: ScorerRegistry) -> dict[str, 
     served: dict[str, ServedScorer] = {}
     if config.builtin_scorers:
         for scorer in registry:
+            if not scorer.serve_by_default:
+                continue
             served[scorer.name] = _serve(
                 scorer.name, config.defaults.model_copy(update={"type": scorer.name}), registry
             )
@@ -118,6 +120,7 @@ class ArbiterServer:
             preload = sorted({type(s).__module__ for s in cpu_bound} | {s.__module__ for s in cpu_bound})
             self._pool = WorkerPool(self.config.workers.processes, preload=preload)
             await self._pool.start()
+        await self._setup_scorers()
         dispatcher = Dispatcher(self.scorers, self._pool, self.metrics)
         service = RewardService(
             dispatcher,
@@ -175,6 +178,27 @@ class ArbiterServer:
         )
         return int(port)
 
+    async def _setup_scorers(self) -> None:
+        """Run each scorer's optional ``setup`` (load a model, ...) before serving, so
+        that a broken configuration fails at start-up rather than on every request."""
+        for served in self.scorers.values():
+            setup = getattr(served.entry.scorer, "setup", None)
+            if callable(setup):
+                params = served.entry.params(None)
+                try:
+                    await asyncio.to_thread(setup, params)
+                except Exception as exc:
+                    raise ScorerDefinitionError(f"scorer {served.name!r} failed to set up: {exc}") from exc
+
+    def _close_scorers(self) -> None:
+        for scorer in {id(s.entry.scorer): s.entry.scorer for s in self.scorers.values()}.values():
+            close = getattr(scorer, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:
+                    log.exception("scorer %s failed to close", scorer.name)
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking calls, let in-flight ones finish within ``grace`` seconds,
         then stop the workers and the metrics endpoint."""
@@ -186,6 +210,7 @@ class ArbiterServer:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+        self._close_scorers()
         self.metrics.close()
         self._stopped.set()
         log.info("stopped")

@@ -16,11 +16,23 @@ from ._errors import (
     ScorerDefinitionError,
     ServerUnavailableError,
 )
+from ._execute import CONFIG_ONLY
 from ._registry import ENTRY_POINT_GROUP, ScorerEntry, ScorerRegistry
 from ._scorer import NoParams, ScoreOutput, Scorer, ScoringContext, scorer
-from ._types import CallCases, IoCase, Message, Sample, ScoreResult, ScorerInfo, Status, TestSuite
+from ._types import (
+    CallCases,
+    IoCase,
+    Message,
+    Sample,
+    ScoreResult,
+    ScorerInfo,
+    Status,
+    TestSuite,
+    content_from_value,
+)
 
 __all__ = [
+    "CONFIG_ONLY",
     "ENTRY_POINT_GROUP",
     "ArbiterError",
     "AsyncRewardClient",
@@ -46,5 +58,6 @@ __all__ = [
     "ServerUnavailableError",
     "Status",
     "TestSuite",
+    "content_from_value",
     "scorer",
 ]

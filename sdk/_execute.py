@@ -20,7 +20,12 @@ from ._errors import SampleError
 from ._scorer import Scorer, ScoringContext
 from ._types import Sample, ScoreResult, Status
 
-__all__ = ["bind_params", "normalise_output", "run_async", "run_sync"]
+__all__ = ["CONFIG_ONLY", "bind_params", "normalise_output", "run_async", "run_sync"]
+
+CONFIG_ONLY = "arbiter_config_only"
+"""Mark a Params field ``Field(..., json_schema_extra={CONFIG_ONLY: True})`` so that
+requests cannot change it (a model path, a resource limit): only the server's
+config sets it."""
 
 log = logging.getLogger("arbiter.scorer")
 
@@ -45,6 +50,18 @@ def bind_params(
                 f"unknown params for scorer {scorer.name!r}: {', '.join(unknown)};"
                 f" known: {', '.join(sorted(known)) or 'none'}"
             )
+    requested = overrides or {}
+    pinned = sorted(
+        key
+        for key, value in requested.items()
+        if key in model.model_fields
+        and _config_only(model.model_fields[key].json_schema_extra)
+        and value != defaults.get(key, model.model_fields[key].default)
+    )
+    if pinned:
+        raise SampleError(
+            f"params {', '.join(pinned)} of scorer {scorer.name!r} are set in the server's config only"
+        )
     try:
         return scorer.Params.model_validate(merged)
     except ValidationError as exc:
@@ -52,6 +69,10 @@ def bind_params(
             f"{'.'.join(str(p) for p in err['loc']) or '(params)'}: {err['msg']}" for err in exc.errors()
         )
         raise SampleError(f"invalid params for scorer {scorer.name!r}: {problems}") from exc
+
+
+def _config_only(extra: Any) -> bool:
+    return isinstance(extra, dict) and bool(extra.get(CONFIG_ONLY))
 
 
 def normalise_output(output: Any, *, scorer: str) -> ScoreResult:

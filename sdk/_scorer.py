@@ -67,6 +67,10 @@ class Scorer:
     define ``score(self, sample, params)`` (sync or async; add ``ctx`` to receive a
     ``ScoringContext``). Instances are created with no arguments.
 
+    Optional lifecycle hooks, for scorers that hold resources (a model): the server
+    calls ``setup(self, params)`` once per configured name at start-up, in a thread,
+    with that name's default params, and ``close(self)`` once at shutdown.
+
     ``score`` is deliberately not declared here: its parameter types are the
     subclass's own (its ``Params`` model, an optional ``ctx``), which a base-class
     signature could not express; ``validate_scorer`` checks it instead.
@@ -76,6 +80,9 @@ class Scorer:
     description: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
     cpu_bound: ClassVar[bool] = False
+    serve_by_default: ClassVar[bool] = True
+    """False for types that only work once configured (a reward model needs its
+    model path): the server then serves them only under names from the config."""
 
     # Filled in by validate_scorer; derived from the score method's signature.
     is_async: bool = False

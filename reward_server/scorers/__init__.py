@@ -9,7 +9,21 @@ from .composite import CompositeScorer
 from .format import FormatScorer
 from .length import LengthScorer
 from .math import MathScorer
+from .reward_model import RewardModelScorer
 
-__all__ = ["BUILTIN_SCORERS", "CompositeScorer", "FormatScorer", "LengthScorer", "MathScorer"]
+__all__ = [
+    "BUILTIN_SCORERS",
+    "CompositeScorer",
+    "FormatScorer",
+    "LengthScorer",
+    "MathScorer",
+    "RewardModelScorer",
+]
 
-BUILTIN_SCORERS: tuple[type[Scorer], ...] = (MathScorer, FormatScorer, LengthScorer, CompositeScorer)
+BUILTIN_SCORERS: tuple[type[Scorer], ...] = (
+    MathScorer,
+    FormatScorer,
+    LengthScorer,
+    CompositeScorer,
+    RewardModelScorer,
+)
