@@ -34,6 +34,9 @@ def build_tiny_reward_model(directory: str | Path, *, seed: int = 0, hidden_size
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
