@@ -25,7 +25,10 @@ from pathlib import Path
 from reward_server.devtools import build_tiny_reward_model
 from sdk import AsyncRewardClient, RewardClient
 
-WORDS = "the answer is 42 because six times seven paris rome add numbers think box".split()
+WORDS = [
+    *("the", "answer", "is", "42", "because", "six", "times", "seven"),
+    *("paris", "rome", "add", "numbers", "think", "box"),
+]
 
 
 def start_server(config: Path) -> tuple[str, subprocess.Popen[bytes]]:
