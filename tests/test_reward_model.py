@@ -80,6 +80,7 @@ def client(model_dir: Path, adapter_dir: Path) -> Iterator[RewardClient]:
         rm_short={"max_length": 12},
         rm_sigmoid={"normalize": "affine", "scale": 2.0, "shift": 0.5, "sigmoid": True},
         rm_pairwise={"pairwise": True},
+        rm_process={"process": True},
     )
     with EmbeddedServer(config) as server, RewardClient(server.target) as c:
         yield c
@@ -206,3 +207,15 @@ def test_pairwise_accuracy_over_a_jsonl_file(model_dir: Path, tmp_path: Path) ->
     preferred = [json.loads(line)["details"]["chosen_preferred"] for line in lines]
     accuracy = sum(preferred) / len(preferred)
     assert f"{accuracy:.4f}" in done.stderr and "pairwise accuracy" in done.stderr
+
+
+def test_process_mode_scores_every_step(client: RewardClient, model_dir: Path) -> None:
+    steps = ["six times seven", "is forty two", "the answer is 42"]
+    completion = "\n\n".join(steps)
+    result = client.score(scorer="rm_process", prompt="hi", completion=completion)
+    assert result.status is Status.OK, result.reason
+    want = [direct_score(model_dir, "hi", "\n\n".join(steps[: k + 1])) for k in range(len(steps))]
+    assert result.details["steps"] == pytest.approx(want, abs=1e-4)
+    assert result.reward == pytest.approx(min(want), abs=1e-4)
+    mean = client.score(scorer="rm_process", prompt="hi", completion=completion, params={"aggregate": "mean"})
+    assert mean.reward == pytest.approx(sum(want) / 3, abs=1e-4)

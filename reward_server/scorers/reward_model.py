@@ -25,10 +25,16 @@ event loop. ``max_batch_size = 1`` turns batching off.
 Pairwise mode scores ``completion`` (chosen) against ``metadata["rejected"]`` and
 returns the margin, with ``details["chosen_preferred"]``, for measuring an RM's
 accuracy on preference data (``arbiter score --input prefs.jsonl`` prints it).
+
+Process mode scores each step: the completion is split on ``step_separator`` and
+every prefix (steps 1..k) is scored as its own sequence, in one batch; the step
+rewards (after normalisation) are in ``details["steps"]`` and ``aggregate`` makes
+them one reward (``min`` by default: a chain is as good as its worst step).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -68,6 +74,9 @@ class RewardModelParams(BaseModel):
     shift: float = 0.0
     sigmoid: bool = Field(False, description="apply a sigmoid after normalisation")
     pairwise: bool = Field(False, description="score completion against metadata['rejected']")
+    process: bool = Field(False, description="process RM: score every step of the completion")
+    step_separator: str = Field("\n\n", min_length=1, description="what splits a completion into steps")
+    aggregate: Literal["min", "mean", "last", "product"] = Field("min", description="steps -> one reward")
 
 
 @dataclass
@@ -263,6 +272,8 @@ class RewardModelScorer(Scorer):
             "chat_template": template,
             "model_memory_bytes": model.memory_bytes,
         }
+        if params.process:
+            return await self._process(sample, params, model, details)
         if not params.pairwise:
             return ScoreResult(reward=self._transform(chosen_raw, model, params, details), details=details)
         rejected_value = sample.metadata.get("rejected")
@@ -277,6 +288,29 @@ class RewardModelScorer(Scorer):
         margin = chosen_raw - rejected_raw
         details.update({"chosen": chosen_raw, "rejected": rejected_raw, "chosen_preferred": margin > 0})
         return ScoreResult(reward=margin, details=details)
+
+    async def _process(
+        self, sample: Sample, params: RewardModelParams, model: _LoadedModel, details: dict[str, Any]
+    ) -> ScoreResult:
+        steps = [s for s in sample.completion_text.split(params.step_separator) if s.strip()]
+        if not steps:
+            raise SampleError("process mode found no steps in the completion")
+        prefixes = [params.step_separator.join(steps[: k + 1]) for k in range(len(steps))]
+        encoded = [model.encode(sample.prompt, prefix, params)[0] for prefix in prefixes]
+        outputs = await asyncio.gather(*(model.batcher.submit(ids, len(ids)) for ids in encoded))
+        step_rewards = [
+            self._transform(logits[params.label_index], model, params, {}) for logits, _ in outputs
+        ]
+        if params.aggregate == "min":
+            reward = min(step_rewards)
+        elif params.aggregate == "mean":
+            reward = sum(step_rewards) / len(step_rewards)
+        elif params.aggregate == "last":
+            reward = step_rewards[-1]
+        else:
+            reward = math.prod(step_rewards)
+        details.update({"steps": step_rewards, "aggregate": params.aggregate})
+        return ScoreResult(reward=reward, details=details)
 
     @staticmethod
     def _transform(
