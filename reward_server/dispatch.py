@@ -82,7 +82,7 @@ class Dispatcher:
                 f"unknown scorer {scorer!r}; loaded: {', '.join(sorted(self.scorers)) or 'none'}",
                 scorer=scorer,
             )
-            return self._record(result, "(unknown)")  # label: keep metric cardinality bounded
+            return self._record(result, scorer, label="(unknown)")  # bounded metric cardinality
         depth = _depth.get()
         if depth >= MAX_NESTING:
             result = ScoreResult.failure(
@@ -128,46 +128,47 @@ class Dispatcher:
             started = loop.time()
             queued_ms = (started - queued_at) * 1000.0
             self.metrics.queue_seconds.labels(served.name).observe(started - queued_at)
-            budget = served.timeout_s
-            deadline_binds = deadline is not None and deadline - started < budget
-            if deadline is not None:
-                budget = min(budget, max(0.0, deadline - started))
-            result = await self._run(served, sample, bound, budget)
-            if result.status is Status.TIMEOUT and deadline_binds:
-                result = dataclasses.replace(
-                    result,
-                    status=Status.DEADLINE_EXCEEDED,
-                    reason="the request's deadline passed while scoring",
-                )
+            result = await self._run(served, sample, bound, deadline)
             # one copy: this name (callers see the name they asked for) and queue time
             return dataclasses.replace(result, scorer=served.name, queued_ms=result.queued_ms + queued_ms)
         finally:
             served.slots.release()
 
-    async def _run(self, served: ServedScorer, sample: Sample, params: Any, budget: float) -> ScoreResult:
+    async def _run(
+        self, served: ServedScorer, sample: Sample, params: Any, deadline: float | None
+    ) -> ScoreResult:
         scorer = served.entry.scorer
         if scorer.cpu_bound:
             if self.pool is None:
                 return ScoreResult.failure(Status.INTERNAL, "no worker pool for a CPU-bound scorer")
-            result = await self.pool.run(scorer, sample, params, budget)
+            result = await self.pool.run(scorer, sample, params, served.timeout_s, deadline)
             self.metrics.worker_restarts.set(self.pool.restarts)
             return result
         if not scorer.is_async:
             # A plain function on the loop cannot be interrupted; a timer would only
             # cost a task per sample. CPU-heavy scorers belong in workers (cpu_bound).
             return run_sync(scorer, sample, params)
+        loop = asyncio.get_running_loop()
+        budget = served.timeout_s
+        deadline_binds = deadline is not None and deadline - loop.time() < budget
+        if deadline is not None:
+            budget = min(budget, max(0.0, deadline - loop.time()))
         started = time.perf_counter()
         try:
             return await asyncio.wait_for(run_async(scorer, sample, params, self), budget)
         except TimeoutError:
+            if deadline_binds:
+                return ScoreResult.failure(
+                    Status.DEADLINE_EXCEEDED, "the request's deadline passed while scoring"
+                )
             return ScoreResult.failure(
                 Status.TIMEOUT,
                 f"scoring took longer than {budget:g}s",
                 scoring_ms=(time.perf_counter() - started) * 1000.0,
             )
 
-    def _record(self, result: ScoreResult, scorer: str) -> ScoreResult:
+    def _record(self, result: ScoreResult, scorer: str, label: str | None = None) -> ScoreResult:
         if result.scorer != scorer:  # failures decided before scoring carry no name yet
             result = dataclasses.replace(result, scorer=scorer)
-        self.metrics.count_sample(scorer, result.status.name, result.scoring_ms / 1000.0)
+        self.metrics.count_sample(label or scorer, result.status.name, result.scoring_ms / 1000.0)
         return result

@@ -174,6 +174,18 @@ class RewardService:
         return pb.ListScorersResponse(scorers=infos)
 
     async def _score_one(self, request: pb.ScoreRequest, deadline: float | None) -> pb.ScoreResponse:
+        try:
+            return await self._score_one_unguarded(request, deadline)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must cost this sample, never its batch or stream
+            log.exception("failed to answer a sample of scorer %s", request.scorer)
+            failure = ScoreResult.failure(Status.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            return pb.ScoreResponse(request_id=request.request_id, result=result_to_proto(failure))
+
+    async def _score_one_unguarded(
+        self, request: pb.ScoreRequest, deadline: float | None
+    ) -> pb.ScoreResponse:
         scorer = request.scorer
         size = request.sample.ByteSize()
         if size > self.max_sample_bytes:

@@ -134,21 +134,41 @@ class WorkerPool:
             self._all.add(worker)
             self._idle.put_nowait(worker)
 
-    async def run(self, scorer: Scorer, sample: Sample, params: BaseModel, timeout_s: float) -> ScoreResult:
-        """Score on a worker; TIMEOUT past ``timeout_s`` (the worker is killed), and
-        SCORER_ERROR when the worker dies. Cancellation kills the worker too."""
+    async def run(
+        self,
+        scorer: Scorer,
+        sample: Sample,
+        params: BaseModel,
+        timeout_s: float,
+        deadline: float | None = None,
+    ) -> ScoreResult:
+        """Score on a worker.
+
+        Waiting for a free worker is bounded by the request's ``deadline`` (loop
+        time; None waits as long as the caller does), not by ``timeout_s``: a long
+        batch queues without failing. Scoring itself is bounded by ``timeout_s`` and
+        the deadline: TIMEOUT, or DEADLINE_EXCEEDED when the deadline came first,
+        and the worker is killed. A worker that dies is SCORER_ERROR. Cancellation
+        kills the worker too.
+        """
         if self._closed:
             return ScoreResult.failure(Status.INTERNAL, "worker pool is shut down", scorer=scorer.name)
+        loop = asyncio.get_running_loop()
         waited = time.perf_counter()
         try:
-            worker = await asyncio.wait_for(self._idle.get(), timeout_s)
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            worker = await asyncio.wait_for(self._idle.get(), remaining)
         except TimeoutError:
             return ScoreResult.failure(
-                Status.OVERLOADED, f"no worker process became free within {timeout_s:g}s", scorer=scorer.name
+                Status.DEADLINE_EXCEEDED,
+                "the deadline passed while waiting for a free worker",
+                scorer=scorer.name,
             )
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()
         queued_ms = (started - waited) * 1000.0
+        deadline_binds = deadline is not None and deadline - loop.time() < timeout_s
+        if deadline is not None:
+            timeout_s = min(timeout_s, max(0.0, deadline - loop.time()))
         try:
             worker.conn.send((scorer, sample, params))
             ready: asyncio.Future[None] = loop.create_future()
@@ -167,9 +187,12 @@ class WorkerPool:
         except TimeoutError:
             self._replace(worker)
             return ScoreResult.failure(
-                Status.TIMEOUT,
-                f"scoring took longer than {timeout_s:g}s; the worker was stopped",
+                Status.DEADLINE_EXCEEDED if deadline_binds else Status.TIMEOUT,
+                "the request's deadline passed while scoring; the worker was stopped"
+                if deadline_binds
+                else f"scoring took longer than {timeout_s:g}s; the worker was stopped",
                 scorer=scorer.name,
+                queued_ms=queued_ms,
                 scoring_ms=(time.perf_counter() - started) * 1000.0,
             )
         except asyncio.CancelledError:

@@ -310,6 +310,9 @@ class ScoreResult:
     def __post_init__(self) -> None:
         if not isinstance(self.reward, (int, float)) or not math.isfinite(self.reward):
             raise ValueError(f"reward must be a finite number, not {self.reward!r}")
+        for name, value in self.components.items():
+            if not isinstance(name, str) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"components must map names to finite numbers; got {name!r}: {value!r}")
 
 
 @dataclass(frozen=True)

@@ -278,3 +278,30 @@ def test_hard_limit_kills_math_that_ignores_its_own_timeout() -> None:
         assert result.status is Status.TIMEOUT and "worker was stopped" in result.reason
         assert time.perf_counter() - started < 10
         assert client.score(scorer="math", completion="\\boxed{2}", reference="2").reward == 1.0
+
+
+def test_queueing_for_a_worker_does_not_count_against_the_scoring_limit() -> None:
+    # 24 samples of 0.1 s on 2 workers take ~1.2 s, far past the 0.5 s per-sample limit:
+    # waiting in line is not scoring, so every sample must still be scored.
+    config = ArbiterConfig(
+        scorers={"quick": ScorerConfig(type="fake_cpu", timeout_s=0.5)}, workers={"processes": 2}
+    )
+    with EmbeddedServer(config, plugins=["sdk.testing"]) as server, RewardClient(server.target) as client:
+        results = client.score_batch([{"scorer": "quick", "params": {"delay_s": 0.1}}] * 24)
+    assert [r.status for r in results] == [Status.OK] * 24
+    assert max(r.queued_ms for r in results) > 500
+
+
+def test_a_malformed_scorer_output_costs_one_sample_not_the_batch() -> None:
+    config = ArbiterConfig()
+    with (
+        EmbeddedServer(config, plugins=["tests.bad_scorers", "sdk.testing"]) as server,
+        RewardClient(server.target) as client,
+    ):
+        results = client.score_batch([{"scorer": "bad_components"}, {"scorer": "fake"}])
+    assert results[0].status is Status.SCORER_ERROR and "components" in results[0].reason
+    assert results[1].ok
+
+
+def test_unknown_scorer_result_names_what_was_asked(client: RewardClient) -> None:
+    assert client.score(scorer="nope").scorer == "nope"
