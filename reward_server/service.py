@@ -122,19 +122,18 @@ class RewardService:
         tasks: set[asyncio.Task[None]] = set()
 
         async def score(request: pb.ScoreRequest | Undecodable) -> None:
-            try:
-                if isinstance(request, Undecodable):
-                    failure = ScoreResult.failure(Status.INVALID_INPUT, request.reason)
-                    await done.put(pb.ScoreResponse(result=result_to_proto(failure)))
-                else:
-                    await done.put(await self._score_one(request, deadline))
-            finally:
-                slots.release()
+            if isinstance(request, Undecodable):
+                failure = ScoreResult.failure(Status.INVALID_INPUT, request.reason)
+                await done.put(pb.ScoreResponse(result=result_to_proto(failure)))
+            else:
+                await done.put(await self._score_one(request, deadline))
 
         async def read() -> None:
             try:
                 async for request in requests:
-                    await slots.acquire()  # back-pressure: stop reading when too much is in flight
+                    # Back-pressure: a slot is freed only once its response has been sent,
+                    # so a client that sends without reading cannot pile up results here.
+                    await slots.acquire()
                     task = asyncio.create_task(score(request))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -147,6 +146,7 @@ class RewardService:
         try:
             while (response := await done.get()) is not None:
                 yield response
+                slots.release()
             await reader
         finally:
             reader.cancel()

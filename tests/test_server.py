@@ -305,3 +305,11 @@ def test_a_malformed_scorer_output_costs_one_sample_not_the_batch() -> None:
 
 def test_unknown_scorer_result_names_what_was_asked(client: RewardClient) -> None:
     assert client.score(scorer="nope").scorer == "nope"
+
+
+def test_stream_longer_than_its_in_flight_window(client: RewardClient) -> None:
+    # the session server allows 1024 samples in flight per stream; send more
+    items = [{"scorer": "fake", "request_id": f"r{i}", "params": {"reward": i / 2000}} for i in range(1500)]
+    results = {r.request_id: r.reward for r in client.stream(items)}
+    assert len(results) == 1500
+    assert all(results[f"r{i}"] == pytest.approx(i / 2000) for i in range(1500))
