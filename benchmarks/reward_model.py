@@ -15,53 +15,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from serving import start_server
+
 from reward_server.devtools import build_tiny_reward_model
-from sdk import AsyncRewardClient, RewardClient
+from sdk import AsyncRewardClient
 
 WORDS = [
     *("the", "answer", "is", "42", "because", "six", "times", "seven"),
     *("paris", "rome", "add", "numbers", "think", "box"),
 ]
-
-
-def start_server(config: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reward_server.cli",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-            "--no-metrics",
-            "--log-level",
-            "WARNING",
-        ]
-    )
-    target = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    with RewardClient(target, timeout=2, max_attempts=1) as client:
-        while True:
-            try:
-                client.list_scorers()
-                return target, process
-            except Exception:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    sys.exit("the server did not start")
-                time.sleep(0.3)
 
 
 async def drive(target: str, scorer: str, completions: list[str], clients: int) -> tuple[float, list[float]]:
@@ -103,7 +70,7 @@ def main() -> None:
             f'[scorers.rm_unbatched]\ntype = "reward_model"\n'
             f'params = {{ model_path = "{model}", max_batch_size = 1 }}\n'
         )
-        target, process = start_server(config)
+        target, process = start_server("--config", str(config))
         try:
             batched_rate, batched = asyncio.run(drive(target, "rm_batched", completions, args.clients))
             single_rate, single = asyncio.run(drive(target, "rm_unbatched", completions, args.clients))

@@ -26,12 +26,12 @@ import json
 import os
 import platform
 import random
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from serving import start_server
 
 from reward_server.scorers import FormatScorer, MathScorer
 from sdk import AsyncRewardClient, RewardClient, Sample, Scorer, ScoreResult
@@ -106,38 +106,6 @@ def through_concurrent_calls(
             return len(items) / (time.perf_counter() - started), list(results)
 
     return asyncio.run(run())
-
-
-def start_server() -> tuple[str, subprocess.Popen[bytes]]:
-    """``arbiter serve`` in its own process, as a trainer would reach it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reward_server.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--no-metrics",
-            "--log-level",
-            "WARNING",
-        ],
-    )
-    target = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    with RewardClient(target, timeout=2, max_attempts=1) as client:
-        while True:
-            try:
-                client.list_scorers()
-                return target, process
-            except Exception:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    sys.exit("the server did not start")
-                time.sleep(0.2)
 
 
 def check_same(name: str, mode: str, expected: list[ScoreResult], got: list[ScoreResult]) -> None:
