@@ -1,11 +1,13 @@
 """Dynamic batching for model inference.
 
 Concurrent requests (and the samples of one batch call) are gathered into model
-batches: a batch is sent as soon as ``max_batch_size`` items wait, or when the
-oldest waiting item has waited ``max_wait_ms``. Items are sorted by length before
-they are cut into batches, so that similar lengths share a batch and padding stays
-small. The model runs on its own thread, off the event loop; one slow batch delays
-the items queued behind it, never the loop itself.
+batches. When the model is idle, a batch starts as soon as ``max_batch_size`` items
+wait, or when the oldest has waited ``max_wait_ms``. While the model is busy,
+items pile up; when it is free again, everything waiting is sorted by length and
+cut into batches, so similar lengths share a batch and padding stays small (the
+busier the server, the better the bucketing). The model runs on its own thread,
+off the event loop; one slow batch delays the items queued behind it, never the
+loop itself.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class DynamicBatcher(Generic[T, R]):
         self._pending: list[_Pending[T, R]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._running: set[asyncio.Task[None]] = set()
+        self._drainer: asyncio.Task[None] | None = None
         self.batches_run = 0
 
     async def submit(self, item: T, length: int) -> R:
@@ -61,28 +63,38 @@ class DynamicBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         pending: _Pending[T, R] = _Pending(item, length, loop.create_future())
         self._pending.append(pending)
-        if len(self._pending) >= self.max_batch_size:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.max_wait_s, self._flush)
+        if self._drainer is None:  # model idle: start on a full batch or after max_wait
+            if len(self._pending) >= self.max_batch_size:
+                self._start()
+            elif self._timer is None:
+                self._timer = loop.call_later(self.max_wait_s, self._start)
         return await pending.future
 
-    def _flush(self) -> None:
+    def _start(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        waiting = [p for p in self._pending if not p.future.done()]  # drop cancelled callers
-        self._pending = []
-        if not waiting:
-            return
-        waiting.sort(key=lambda p: p.length)
-        loop = asyncio.get_running_loop()
-        for start in range(0, len(waiting), self.max_batch_size):
-            task = loop.create_task(self._run(waiting[start : start + self.max_batch_size]))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+        if self._drainer is None:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        """Run batches until nothing waits; items arriving meanwhile join the next round."""
+        try:
+            while True:
+                waiting = [p for p in self._pending if not p.future.done()]  # drop cancelled callers
+                self._pending = []
+                if not waiting:
+                    return
+                waiting.sort(key=lambda p: p.length)
+                for start in range(0, len(waiting), self.max_batch_size):
+                    await self._run(waiting[start : start + self.max_batch_size])
+        finally:
+            self._drainer = None
 
     async def _run(self, batch: list[_Pending[T, R]]) -> None:
+        batch = [p for p in batch if not p.future.done()]
+        if not batch:
+            return
         loop = asyncio.get_running_loop()
         try:
             results = await loop.run_in_executor(self._executor, self._run_batch, [p.item for p in batch])
