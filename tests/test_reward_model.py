@@ -219,3 +219,34 @@ def test_process_mode_scores_every_step(client: RewardClient, model_dir: Path) -
     assert result.reward == pytest.approx(min(want), abs=1e-4)
     mean = client.score(scorer="rm_process", prompt="hi", completion=completion, params={"aggregate": "mean"})
     assert mean.reward == pytest.approx(sum(want) / 3, abs=1e-4)
+
+
+def test_score_is_read_at_the_last_token_even_when_pad_is_end_of_turn(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """The pitfall: with pad == <|im_end|> and a template that ends on it, pooling by
+    "rightmost token that is not padding" reads the wrong position."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.pad_token = "<|im_end|>"
+    tokenizer.chat_template = (
+        "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+        "{{ message['content'] }}<|im_end|>{% endfor %}"
+    )
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(model_dir)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    target = tmp_path / "pad-is-eos"
+    tokenizer.save_pretrained(target)
+    model.save_pretrained(target)
+
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "paris"}]
+    ids = tokenizer.apply_chat_template(messages, tokenize=True)["input_ids"]
+    assert ids[-1] == tokenizer.pad_token_id
+    with torch.inference_mode():
+        hidden = model.model(input_ids=torch.tensor([ids])).last_hidden_state
+        at_last_token = float(model.score(hidden[0, -1])[0])
+        as_transformers_pools = float(model(input_ids=torch.tensor([ids])).logits[0, 0])
+    assert abs(at_last_token - as_transformers_pools) > 1e-4  # the pitfall is real here
+
+    with EmbeddedServer(_config(target, rm={})) as server, RewardClient(server.target) as client:
+        result = client.score(scorer="rm", prompt="hi", completion="paris")
+    assert result.reward == pytest.approx(at_last_token, abs=1e-4)
