@@ -1,0 +1,299 @@
+"""Running one program in the sandbox, and what came of it.
+
+Each execution gets a fresh private directory, its own process tree in new
+namespaces (see ``_launch``), hard limits, and a verdict decided here, outside the
+program: its exit status is reported, never trusted as a claim of success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._languages import LANGUAGES, Language
+from ._limits import Limits
+
+__all__ = ["Execution", "IsolationError", "Sandbox", "Verdict"]
+
+_LAUNCHER = Path(__file__).resolve().parent / "_launch.py"
+_NOBODY = 65534
+_MEMORY_MARKERS = (b"MemoryError", b"std::bad_alloc", b"heap out of memory", b"Cannot allocate memory")
+
+
+class IsolationError(RuntimeError):
+    """The sandbox cannot isolate programs as configured; the message says what is missing."""
+
+
+class Verdict(enum.StrEnum):
+    OK = "OK"
+    RUNTIME_ERROR = "RUNTIME_ERROR"
+    TIME_LIMIT = "TIME_LIMIT"
+    MEMORY_LIMIT = "MEMORY_LIMIT"
+    OUTPUT_LIMIT = "OUTPUT_LIMIT"
+    COMPILE_ERROR = "COMPILE_ERROR"
+    SANDBOX_ERROR = "SANDBOX_ERROR"  # the sandbox failed, not the program
+
+
+@dataclass(frozen=True)
+class Execution:
+    verdict: Verdict
+    exit_code: int | None
+    signal: int | None
+    stdout: bytes
+    stderr: bytes
+    wall_s: float
+    cpu_s: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class IsolationReport:
+    """What this host can isolate. ``weaker`` lists what is missing."""
+
+    namespaces: bool
+    unprivileged_user: bool
+    weaker: tuple[str, ...] = field(default=())
+
+    @property
+    def full(self) -> bool:
+        return not self.weaker
+
+
+class Sandbox:
+    """Runs programs in isolation. ``strict`` (the default) refuses to start on a
+    host where isolation is incomplete; ``strict=False`` runs in a weaker mode and
+    says so in ``report``."""
+
+    def __init__(self, root: str | Path | None = None, *, strict: bool = True, uid: int = _NOBODY) -> None:
+        is_root = os.geteuid() == 0
+        default_root = (
+            Path("/var/lib/arbiter/sandbox") if is_root else Path(tempfile.gettempdir()) / "arbiter-sandbox"
+        )
+        self.root = Path(root) if root is not None else default_root
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o711)
+        self.uid = uid if is_root else None
+        if self.uid is not None:
+            _check_traversable(self.root)
+        self.report = self._probe(is_root)
+        if strict and not self.report.full:
+            raise IsolationError(
+                "sandbox isolation is incomplete on this host: "
+                + "; ".join(self.report.weaker)
+                + " (run as root on Linux, or pass strict=False to accept a weaker sandbox)"
+            )
+
+    def _probe(self, is_root: bool) -> IsolationReport:
+        weaker = []
+        if not is_root:
+            weaker.append("not root: no namespaces, no unprivileged uid, no hidden scratch directories")
+            return IsolationReport(namespaces=False, unprivileged_user=False, weaker=tuple(weaker))
+        self._isolate = {"mount": True, "pid": True, "net": True, "ipc": True}
+        probe = asyncio.run(self._execute(("/bin/true",), b"", Limits(wall_s=10), None))
+        if probe.verdict is not Verdict.OK:
+            weaker.append(f"namespaces unavailable ({probe.detail or probe.stderr.decode(errors='replace')})")
+            self._isolate = {"mount": False, "pid": False, "net": False, "ipc": False}
+        return IsolationReport(namespaces=not weaker, unprivileged_user=True, weaker=tuple(weaker))
+
+    async def run(
+        self,
+        language: str | Language,
+        source: str,
+        *,
+        stdin: bytes | str = b"",
+        limits: Limits | None = None,
+        files: dict[str, bytes] | None = None,
+    ) -> Execution:
+        """Compile (if the language needs it) and run ``source``."""
+        lang = LANGUAGES[language] if isinstance(language, str) else language
+        if not lang.available:
+            return Execution(
+                Verdict.SANDBOX_ERROR, None, None, b"", b"", 0.0, 0.0, f"{lang.name} is not installed"
+            )
+        lang = lang.resolved()
+        limits = limits or Limits()
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        workdir = Path(tempfile.mkdtemp(prefix="run-", dir=self.root))
+        try:
+            self._write(workdir, lang.source_file, source.encode())
+            for name, content in (files or {}).items():
+                self._write(workdir, name, content)
+            if lang.compile is not None:
+                compile_limits = Limits(
+                    wall_s=max(limits.wall_s, 30),
+                    cpu_s=max(limits.cpu_s, 30),
+                    memory_bytes=max(limits.memory_bytes, 1 << 30),
+                    max_processes=16,
+                )
+                built = await self._execute(lang.compile, b"", compile_limits, workdir)
+                if built.verdict is not Verdict.OK:
+                    verdict = (
+                        Verdict.SANDBOX_ERROR
+                        if built.verdict is Verdict.SANDBOX_ERROR
+                        else Verdict.COMPILE_ERROR
+                    )
+                    return Execution(
+                        verdict,
+                        built.exit_code,
+                        built.signal,
+                        b"",
+                        built.stderr,
+                        built.wall_s,
+                        built.cpu_s,
+                        "compilation failed",
+                    )
+            return await self._execute(lang.run, data, limits, workdir, lang.limit_address_space)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _write(self, workdir: Path, name: str, content: bytes) -> None:
+        target = (workdir / name).resolve()
+        if target.parent != workdir.resolve():
+            raise ValueError(f"file name {name!r} must be a plain name inside the working directory")
+        target.write_bytes(content)
+        if self.uid is not None:
+            os.chown(target, self.uid, self.uid)
+
+    async def _execute(
+        self,
+        argv: tuple[str, ...],
+        stdin: bytes,
+        limits: Limits,
+        workdir: Path | None,
+        limit_address_space: bool = True,
+    ) -> Execution:
+        io = Path(tempfile.mkdtemp(prefix="io-", dir=self.root))  # root-only: the program sees fds, not files
+        own_workdir = workdir is None
+        if workdir is None:
+            workdir = Path(tempfile.mkdtemp(prefix="run-", dir=self.root))
+        try:
+            if self.uid is not None:
+                os.chown(workdir, self.uid, self.uid)
+            (io / "stdin").write_bytes(stdin)
+            (io / "stdout").touch()
+            (io / "stderr").touch()
+            config = {
+                "argv": [a.replace("{memory_mb}", str(limits.memory_bytes >> 20)) for a in argv],
+                "workdir": str(workdir),
+                "uid": self.uid,
+                "gid": self.uid,
+                "isolate": getattr(
+                    self, "_isolate", {"mount": False, "pid": False, "net": False, "ipc": False}
+                ),
+                "stdin_path": str(io / "stdin"),
+                "stdout_path": str(io / "stdout"),
+                "stderr_path": str(io / "stderr"),
+                "limits": {
+                    "cpu_s": limits.cpu_s,
+                    "memory_bytes": limits.memory_bytes if limit_address_space else None,
+                    "max_processes": limits.max_processes,
+                    "file_size_bytes": max(limits.file_size_bytes, limits.output_bytes),
+                    "open_files": limits.open_files,
+                },
+            }
+            started = time.perf_counter()
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-I",
+                "-S",
+                str(_LAUNCHER),
+                json.dumps(config),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={},
+            )
+            timed_out = False
+            try:
+                out, err = await asyncio.wait_for(process.communicate(), limits.wall_s)
+            except TimeoutError:
+                timed_out = True
+                process.send_signal(signal.SIGKILL)  # the program dies with it (parent-death signal)
+                out, err = await process.communicate()
+            except asyncio.CancelledError:
+                process.send_signal(signal.SIGKILL)
+                await process.wait()
+                raise
+            wall = time.perf_counter() - started
+            report = _report(out)
+            stdout = _read(io / "stdout", limits.output_bytes)
+            stderr = _read(io / "stderr", limits.output_bytes)
+            return _verdict(report, err, stdout, stderr, wall, timed_out, limits)
+        finally:
+            shutil.rmtree(io, ignore_errors=True)
+            if own_workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _check_traversable(root: Path) -> None:
+    """The sandbox user must be able to reach its working directories."""
+    for directory in (root.resolve(), *root.resolve().parents):
+        if not os.stat(directory).st_mode & 0o001:
+            raise IsolationError(
+                f"sandbox root {root} is not reachable by the sandbox user: {directory} is not"
+                " searchable by others (chmod o+x, or choose another root)"
+            )
+
+
+def _report(out: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(out.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _read(path: Path, limit: int) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(limit + 1)
+
+
+def _verdict(
+    report: dict[str, Any],
+    launcher_err: bytes,
+    stdout: bytes,
+    stderr: bytes,
+    wall: float,
+    timed_out: bool,
+    limits: Limits,
+) -> Execution:
+    exit_code, sig, cpu = report.get("exit_code"), report.get("signal"), float(report.get("cpu_s", 0.0))
+
+    def done(verdict: Verdict, detail: str = "") -> Execution:
+        return Execution(
+            verdict,
+            exit_code,
+            sig,
+            stdout[: limits.output_bytes],
+            stderr[: limits.output_bytes],
+            wall,
+            cpu,
+            detail,
+        )
+
+    if timed_out:
+        return done(Verdict.TIME_LIMIT, f"wall time over {limits.wall_s:g}s")
+    if "launch_error" in report or not report:
+        detail = report.get("launch_error") or launcher_err.decode(errors="replace")[-500:] or "no report"
+        return done(Verdict.SANDBOX_ERROR, f"launcher failed: {detail}")
+    if exit_code == 125 and stderr.startswith(b"arbiter-sandbox:"):
+        return done(Verdict.SANDBOX_ERROR, stderr.decode(errors="replace").strip())
+    if sig in (signal.SIGXCPU, signal.SIGKILL) and cpu >= limits.cpu_s - 0.5:
+        return done(Verdict.TIME_LIMIT, f"cpu time over {limits.cpu_s}s")
+    if sig == signal.SIGXFSZ or len(stdout) > limits.output_bytes or len(stderr) > limits.output_bytes:
+        return done(Verdict.OUTPUT_LIMIT, f"output or file over {limits.output_bytes} bytes")
+    if exit_code == 0 and sig is None:
+        return done(Verdict.OK)
+    if any(marker in stderr for marker in _MEMORY_MARKERS):
+        return done(Verdict.MEMORY_LIMIT, f"memory over {limits.memory_bytes} bytes")
+    return done(Verdict.RUNTIME_ERROR, f"exit code {exit_code}" if sig is None else f"killed by signal {sig}")

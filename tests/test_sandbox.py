@@ -1,0 +1,180 @@
+"""The sandbox engine with real processes: languages, verdicts, and hostile
+programs that must end in their verdict within their limits, leaving nothing
+behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox import LANGUAGES, Limits, Sandbox, Verdict
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="full isolation needs root (namespaces, uid drop)")
+
+QUICK = Limits(wall_s=3, cpu_s=2, memory_bytes=256 * 1024 * 1024, output_bytes=64 * 1024)
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[Sandbox]:
+    # under a directory the unprivileged sandbox user can traverse (pytest's tmp is 0700)
+    root = Path(tempfile.mkdtemp(prefix="arbiter-test-", dir="/var/tmp"))
+    os.chmod(root, 0o711)
+    try:
+        yield Sandbox(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run(box: Sandbox, language: str, source: str, stdin: str = "", limits: Limits = QUICK):  # type: ignore[no-untyped-def]
+    return asyncio.run(box.run(language, source, stdin=stdin, limits=limits))
+
+
+def test_isolation_is_complete_here(box: Sandbox) -> None:
+    assert box.report.full, box.report.weaker
+
+
+ECHO = {
+    "python": "print(input()[::-1])",
+    "c": '#include <stdio.h>\n#include <string.h>\nint main(){char b[64];scanf("%63s",b);'
+    "for(int i=strlen(b)-1;i>=0;i--)putchar(b[i]);putchar(10);}",
+    "cpp": "#include <iostream>\n#include <algorithm>\nint main(){std::string s;std::cin>>s;"
+    "std::reverse(s.begin(),s.end());std::cout<<s<<std::endl;}",
+    "javascript": 'console.log(require("fs").readFileSync(0,"utf8").trim().split("").reverse().join(""))',
+}
+
+
+@pytest.mark.parametrize("language", [name for name in ECHO if LANGUAGES[name].available])
+def test_languages_read_stdin_and_write_stdout(box: Sandbox, language: str) -> None:
+    execution = run(box, language, ECHO[language], stdin="abc\n")
+    assert execution.verdict is Verdict.OK, execution.stderr
+    assert execution.stdout == b"cba\n"
+
+
+def test_compile_error(box: Sandbox) -> None:
+    execution = run(box, "c", "int main( { return 0; }")
+    assert execution.verdict is Verdict.COMPILE_ERROR and b"error" in execution.stderr
+
+
+def test_runtime_error_and_exit_codes_are_reported_not_trusted(box: Sandbox) -> None:
+    raised = run(box, "python", "raise SystemExit(3)")
+    assert (raised.verdict, raised.exit_code) == (Verdict.RUNTIME_ERROR, 3)
+    faked = run(box, "python", "import os\nos._exit(0)\nprint('never')")
+    assert faked.verdict is Verdict.OK and faked.stdout == b""  # the engine reports; scorers judge
+
+
+HOSTILE = {
+    "infinite-loop": ("while True: pass", Verdict.TIME_LIMIT),
+    "sleep-forever": ("import time\ntime.sleep(3600)", Verdict.TIME_LIMIT),
+    "memory-bomb": ("x = []\nwhile True: x.append(bytearray(10**7))", Verdict.MEMORY_LIMIT),
+    "output-flood": ("import sys\nwhile True: sys.stdout.write('x' * 65536)", Verdict.OUTPUT_LIMIT),
+    "fork-bomb": (
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+        Verdict.TIME_LIMIT,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_programs_end_in_their_verdict_within_limits(box: Sandbox, name: str) -> None:
+    source, verdict = HOSTILE[name]
+    started = time.perf_counter()
+    execution = run(box, "python", source)
+    assert execution.verdict is verdict, (execution.verdict, execution.detail, execution.stderr[-300:])
+    assert time.perf_counter() - started < QUICK.wall_s + 3
+
+
+def _sandbox_processes() -> list[str]:
+    listing = subprocess.run(
+        ["ps", "-u", "65534", "-o", "pid=,cmd="], capture_output=True, text=True, check=False
+    )
+    return [line for line in listing.stdout.splitlines() if line.strip()]
+
+
+def test_daemons_do_not_outlive_their_run(box: Sandbox) -> None:
+    daemon = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(300)\n"
+        "print('parent done')\n"
+    )
+    before = _sandbox_processes()
+    execution = run(box, "python", daemon)
+    assert execution.verdict is Verdict.OK
+    time.sleep(0.2)
+    assert _sandbox_processes() == before
+
+
+def test_no_network_not_even_the_servers_own_port(box: Sandbox) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        source = (
+            f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\nprint('connected')"
+        )
+        execution = run(box, "python", source)
+    assert execution.verdict is Verdict.RUNTIME_ERROR
+    assert b"connected" not in execution.stdout
+
+
+def test_writes_outside_the_working_directory_fail_or_vanish(box: Sandbox, tmp_path: Path) -> None:
+    probe = tmp_path / "written-by-sandbox"
+    source = (
+        "import os\n"
+        "results = []\n"
+        f"for path in ['/etc/arbiter-owned', '/root/arbiter-owned', {str(probe)!r}, '/tmp/arbiter-escape']:\n"
+        "    try:\n"
+        "        open(path, 'w').write('x')\n"
+        "        results.append('wrote ' + path)\n"
+        "    except OSError as exc:\n"
+        "        results.append('refused ' + path)\n"
+        "open('inside.txt', 'w').write('ok')\n"
+        "print(results)\n"
+    )
+    execution = run(box, "python", source)
+    assert execution.verdict is Verdict.OK, execution.stderr
+    out = execution.stdout.decode()
+    assert "refused /etc/arbiter-owned" in out and "refused /root/arbiter-owned" in out
+    assert f"refused {probe}" in out
+    assert not Path("/tmp/arbiter-escape").exists()  # /tmp was a private tmpfs
+    assert not probe.exists()
+
+
+def test_environment_is_scrubbed(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARBITER_TOKEN", "server-secret")
+    execution = run(box, "python", "import os\nprint(sorted(os.environ))")
+    assert b"ARBITER_TOKEN" not in execution.stdout
+    assert execution.stdout.strip() == b"['HOME', 'LANG', 'PATH']"
+
+
+def test_runs_leave_no_files_behind(box: Sandbox) -> None:
+    run(box, "python", "open('big.bin', 'wb').write(b'x' * 1000)")
+    assert list(box.root.iterdir()) == []
+
+
+def test_strict_mode_refuses_an_unisolated_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    from sandbox import IsolationError
+
+    with pytest.raises(IsolationError, match="not root"):
+        Sandbox(tmp_path)
+    weaker = Sandbox(tmp_path, strict=False)
+    assert not weaker.report.full and "not root" in weaker.report.weaker[0]
+
+
+def test_an_unreachable_root_is_refused_with_the_reason(tmp_path: Path) -> None:
+    from sandbox import IsolationError
+
+    with pytest.raises(IsolationError, match="not searchable by others"):
+        Sandbox(tmp_path / "inner")
