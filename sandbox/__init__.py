@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ._engine import Execution, IsolationError, IsolationReport, Sandbox, Verdict
+from ._engine import Execution, IsolationError, IsolationReport, Program, Sandbox, Verdict
 from ._languages import LANGUAGES, Language
 from ._limits import Limits
 
@@ -27,6 +27,7 @@ __all__ = [
     "IsolationReport",
     "Language",
     "Limits",
+    "Program",
     "Sandbox",
     "Verdict",
     "run",

@@ -8,6 +8,7 @@ program: its exit status is reported, never trusted as a claim of success.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import os
@@ -16,6 +17,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from typing import Any
 from ._languages import LANGUAGES, Language
 from ._limits import Limits
 
-__all__ = ["Execution", "IsolationError", "Sandbox", "Verdict"]
+__all__ = ["Execution", "IsolationError", "Program", "Sandbox", "Verdict"]
 
 _LAUNCHER = Path(__file__).resolve().parent / "_launch.py"
 _NOBODY = 65534
@@ -114,45 +116,56 @@ class Sandbox:
         limits: Limits | None = None,
         files: dict[str, bytes] | None = None,
     ) -> Execution:
-        """Compile (if the language needs it) and run ``source``."""
+        """Compile (if the language needs it) and run ``source`` once."""
+        async with self.program(language, source, files=files) as program:
+            return await program.run(stdin, limits)
+
+    @contextlib.asynccontextmanager
+    async def program(
+        self, language: str | Language, source: str, *, files: dict[str, bytes] | None = None
+    ) -> AsyncIterator[Program]:
+        """A program compiled once and run as often as needed (one run per test case);
+        its directory is deleted on exit. Each run starts from the same files."""
         lang = LANGUAGES[language] if isinstance(language, str) else language
-        if not lang.available:
-            return Execution(
-                Verdict.SANDBOX_ERROR, None, None, b"", b"", 0.0, 0.0, f"{lang.name} is not installed"
-            )
-        lang = lang.resolved()
-        limits = limits or Limits()
-        data = stdin.encode() if isinstance(stdin, str) else stdin
         workdir = Path(tempfile.mkdtemp(prefix="run-", dir=self.root))
         try:
-            self._write(workdir, lang.source_file, source.encode())
-            for name, content in (files or {}).items():
-                self._write(workdir, name, content)
-            if lang.compile is not None:
-                compile_limits = Limits(
-                    wall_s=max(limits.wall_s, 30),
-                    cpu_s=max(limits.cpu_s, 30),
-                    memory_bytes=max(limits.memory_bytes, 1 << 30),
-                    max_processes=16,
+            program = Program(self, lang, workdir)
+            if lang.available:
+                lang = program.language = lang.resolved()
+                self._write(workdir, lang.source_file, source.encode())
+                for name, content in (files or {}).items():
+                    self._write(workdir, name, content)
+                if lang.compile is not None:
+                    compile_limits = Limits(wall_s=30, cpu_s=30, memory_bytes=1 << 30, max_processes=16)
+                    built = await self._execute(lang.compile, b"", compile_limits, workdir)
+                    if built.verdict is not Verdict.OK:
+                        failed = (
+                            Verdict.SANDBOX_ERROR
+                            if built.verdict is Verdict.SANDBOX_ERROR
+                            else Verdict.COMPILE_ERROR
+                        )
+                        program.failure = Execution(
+                            failed,
+                            built.exit_code,
+                            built.signal,
+                            b"",
+                            built.stderr,
+                            built.wall_s,
+                            built.cpu_s,
+                            "compilation failed",
+                        )
+            else:
+                program.failure = Execution(
+                    Verdict.SANDBOX_ERROR,
+                    None,
+                    None,
+                    b"",
+                    b"",
+                    0.0,
+                    0.0,
+                    f"{lang.name} is not installed here",
                 )
-                built = await self._execute(lang.compile, b"", compile_limits, workdir)
-                if built.verdict is not Verdict.OK:
-                    verdict = (
-                        Verdict.SANDBOX_ERROR
-                        if built.verdict is Verdict.SANDBOX_ERROR
-                        else Verdict.COMPILE_ERROR
-                    )
-                    return Execution(
-                        verdict,
-                        built.exit_code,
-                        built.signal,
-                        b"",
-                        built.stderr,
-                        built.wall_s,
-                        built.cpu_s,
-                        "compilation failed",
-                    )
-            return await self._execute(lang.run, data, limits, workdir, lang.limit_address_space)
+            yield program
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -233,6 +246,24 @@ class Sandbox:
             shutil.rmtree(io, ignore_errors=True)
             if own_workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
+
+
+class Program:
+    """A prepared program (see ``Sandbox.program``)."""
+
+    def __init__(self, sandbox: Sandbox, language: Language, workdir: Path) -> None:
+        self._sandbox = sandbox
+        self.language = language
+        self._workdir = workdir
+        self.failure: Execution | None = None  # compile error or missing toolchain
+
+    async def run(self, stdin: bytes | str = b"", limits: Limits | None = None) -> Execution:
+        if self.failure is not None:
+            return self.failure
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        return await self._sandbox._execute(
+            self.language.run, data, limits or Limits(), self._workdir, self.language.limit_address_space
+        )
 
 
 def _check_traversable(root: Path) -> None:
