@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -95,16 +96,42 @@ class Sandbox:
                 + " (run as root on Linux, or pass strict=False to accept a weaker sandbox)"
             )
 
+    def _probe_namespaces(self) -> str:
+        """Run ``/bin/true`` fully isolated, synchronously; '' when it works."""
+        io = Path(tempfile.mkdtemp(prefix="io-", dir=self.root))
+        workdir = Path(tempfile.mkdtemp(prefix="run-", dir=self.root))
+        try:
+            if self.uid is not None:
+                os.chown(workdir, self.uid, self.uid)
+            for name in ("stdin", "stdout", "stderr"):
+                (io / name).touch()
+            config = self._config(("/bin/true",), io, workdir, Limits(wall_s=10), True)
+            done = subprocess.run(
+                _launcher_argv(config), capture_output=True, timeout=30, env={}, check=False
+            )
+            report = _report(done.stdout)
+            if report.get("exit_code") == 0:
+                return ""
+            return (
+                report.get("launch_error")
+                or _read(io / "stderr", 500).decode(errors="replace").strip()
+                or (done.stderr.decode(errors="replace")[-300:])
+            )
+        finally:
+            shutil.rmtree(io, ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)
+
     def _probe(self, is_root: bool) -> IsolationReport:
         weaker = []
+        self._isolate = {"mount": False, "pid": False, "net": False, "ipc": False}
         if not is_root:
             weaker.append("not root: no namespaces, no unprivileged uid, no hidden scratch directories")
             return IsolationReport(namespaces=False, unprivileged_user=False, weaker=tuple(weaker))
         self._isolate = {"mount": True, "pid": True, "net": True, "ipc": True}
-        probe = asyncio.run(self._execute(("/bin/true",), b"", Limits(wall_s=10), None))
-        if probe.verdict is not Verdict.OK:
-            weaker.append(f"namespaces unavailable ({probe.detail or probe.stderr.decode(errors='replace')})")
-            self._isolate = {"mount": False, "pid": False, "net": False, "ipc": False}
+        problem = self._probe_namespaces()
+        if problem:
+            weaker.append(f"namespaces unavailable ({problem})")
+            self._isolate = dict.fromkeys(self._isolate, False)
         return IsolationReport(namespaces=not weaker, unprivileged_user=True, weaker=tuple(weaker))
 
     async def run(
@@ -169,6 +196,27 @@ class Sandbox:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
+    def _config(
+        self, argv: tuple[str, ...], io: Path, workdir: Path, limits: Limits, limit_address_space: bool
+    ) -> dict[str, Any]:
+        return {
+            "argv": [a.replace("{memory_mb}", str(limits.memory_bytes >> 20)) for a in argv],
+            "workdir": str(workdir),
+            "uid": self.uid,
+            "gid": self.uid,
+            "isolate": self._isolate,
+            "stdin_path": str(io / "stdin"),
+            "stdout_path": str(io / "stdout"),
+            "stderr_path": str(io / "stderr"),
+            "limits": {
+                "cpu_s": limits.cpu_s,
+                "memory_bytes": limits.memory_bytes if limit_address_space else None,
+                "max_processes": limits.max_processes,
+                "file_size_bytes": max(limits.file_size_bytes, limits.output_bytes),
+                "open_files": limits.open_files,
+            },
+        }
+
     def _write(self, workdir: Path, name: str, content: bytes) -> None:
         target = (workdir / name).resolve()
         if target.parent != workdir.resolve():
@@ -195,25 +243,7 @@ class Sandbox:
             (io / "stdin").write_bytes(stdin)
             (io / "stdout").touch()
             (io / "stderr").touch()
-            config = {
-                "argv": [a.replace("{memory_mb}", str(limits.memory_bytes >> 20)) for a in argv],
-                "workdir": str(workdir),
-                "uid": self.uid,
-                "gid": self.uid,
-                "isolate": getattr(
-                    self, "_isolate", {"mount": False, "pid": False, "net": False, "ipc": False}
-                ),
-                "stdin_path": str(io / "stdin"),
-                "stdout_path": str(io / "stdout"),
-                "stderr_path": str(io / "stderr"),
-                "limits": {
-                    "cpu_s": limits.cpu_s,
-                    "memory_bytes": limits.memory_bytes if limit_address_space else None,
-                    "max_processes": limits.max_processes,
-                    "file_size_bytes": max(limits.file_size_bytes, limits.output_bytes),
-                    "open_files": limits.open_files,
-                },
-            }
+            config = self._config(argv, io, workdir, limits, limit_address_space)
             started = time.perf_counter()
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -264,6 +294,10 @@ class Program:
         return await self._sandbox._execute(
             self.language.run, data, limits or Limits(), self._workdir, self.language.limit_address_space
         )
+
+
+def _launcher_argv(config: dict[str, Any]) -> list[str]:
+    return [sys.executable, "-I", "-S", str(_LAUNCHER), json.dumps(config)]
 
 
 def _check_traversable(root: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sdk import Scorer
 
+from .code import CodeScorer
 from .composite import CompositeScorer
 from .format import FormatScorer
 from .length import LengthScorer
@@ -13,6 +14,7 @@ from .reward_model import RewardModelScorer
 
 __all__ = [
     "BUILTIN_SCORERS",
+    "CodeScorer",
     "CompositeScorer",
     "FormatScorer",
     "LengthScorer",
@@ -25,5 +27,6 @@ BUILTIN_SCORERS: tuple[type[Scorer], ...] = (
     FormatScorer,
     LengthScorer,
     CompositeScorer,
+    CodeScorer,
     RewardModelScorer,
 )

@@ -1,0 +1,350 @@
+"""The ``code`` scorer: run the model's program against the sample's test cases in
+the sandbox, and decide every verdict on the trusted side.
+
+Test formats (``sample.tests``):
+
+* ``assert_program`` (Python): the test code runs after the solution in one
+  program. It passes only if a per-run secret, handed to the harness on stdin
+  before any untrusted code runs, is printed by the harness *after* the last test
+  line: an early ``sys.exit(0)``/``os._exit(0)``, an ``atexit`` or signal trick, or
+  a printed "all tests passed" never produce it.
+* ``io_cases``: the program reads each input on stdin; its stdout is compared here,
+  token by token (whitespace-insensitive, numbers within a tolerance), exactly, or
+  by a checker program (``tests.options.checker``) run in the sandbox.
+* ``call_cases`` (Python): the harness calls ``fn_name(*inputs[i])`` and prints the
+  return value as JSON; it is compared with the expected output here. Expected
+  outputs never enter the sandbox, and an object whose ``__eq__`` always says yes
+  has no JSON form, so it fails.
+
+Modes: ``fraction`` of cases passed (default), ``all_or_nothing``, or
+``first_failure`` (stop at the first failing case). Per-case verdicts are in
+``details["cases"]``. A sample without test cases is INVALID_INPUT, never a pass.
+
+Known limit: code that deliberately inspects the interpreter (frames, ``gc``) while
+the tests run could find the harness's secret; see docs/sandbox.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import secrets
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
+
+from sandbox import Execution, IsolationError, Limits, Sandbox, Verdict
+from sdk import CONFIG_ONLY, Sample, SampleError, Scorer, ScoreResult, Status
+
+__all__ = ["CodeParams", "CodeScorer"]
+
+log = logging.getLogger("arbiter.code")
+
+_PINNED: JsonDict = {CONFIG_ONLY: True}
+_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)```", re.DOTALL)
+_LANGUAGE_ALIASES = {
+    "py": "python",
+    "python3": "python",
+    "c++": "cpp",
+    "cc": "cpp",
+    "js": "javascript",
+    "node": "javascript",
+}
+
+CASE_PASSED = "passed"
+
+
+class CodeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    language: str = Field(
+        "python", description="python, c, cpp or javascript (tests.options.language overrides)"
+    )
+    extract: Literal["last_block", "first_block", "all_blocks", "whole"] = "last_block"
+    require_block: bool = Field(
+        False, description="no fenced code block -> reward 0 instead of using the text"
+    )
+    mode: Literal["fraction", "all_or_nothing", "first_failure"] = "fraction"
+    compare: Literal["tokens", "exact", "checker"] = "tokens"
+    float_tolerance: float = Field(1e-6, ge=0)
+    wall_s: float = Field(5.0, gt=0, le=60, json_schema_extra=_PINNED)
+    cpu_s: int = Field(5, gt=0, le=60, json_schema_extra=_PINNED)
+    memory_mb: int = Field(512, gt=16, le=8192, json_schema_extra=_PINNED)
+    max_cases: int = Field(256, gt=0, json_schema_extra=_PINNED)
+    allow_weaker_isolation: bool = Field(False, json_schema_extra=_PINNED)
+
+
+def extract_code(text: str, how: str) -> str | None:
+    """The code in a completion: fenced blocks as asked, else None."""
+    blocks: list[str] = [str(body) for _, body in _FENCE.findall(text)]
+    if how == "whole":
+        return text
+    if not blocks:
+        return None
+    if how == "first_block":
+        return blocks[0]
+    if how == "all_blocks":
+        return "\n\n".join(blocks)
+    return blocks[-1]
+
+
+def tokens_equal(expected: str, actual: str, tolerance: float) -> bool:
+    """Whitespace-insensitive token comparison; numbers within ``tolerance``."""
+    want, got = expected.split(), actual.split()
+    if len(want) != len(got):
+        return False
+    for a, b in zip(want, got, strict=True):
+        if a == b:
+            continue
+        try:
+            x, y = float(a), float(b)
+        except ValueError:
+            return False
+        if not (math.isfinite(x) and math.isfinite(y)) or not math.isclose(
+            x, y, rel_tol=tolerance, abs_tol=tolerance
+        ):
+            return False
+    return True
+
+
+def json_equal(expected: Any, actual: Any, tolerance: float) -> bool:
+    """Structural equality of JSON data, floats within ``tolerance`` (bools are not numbers)."""
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return expected is actual
+    if isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
+        return math.isclose(expected, actual, rel_tol=tolerance, abs_tol=tolerance)
+    if isinstance(expected, list) and isinstance(actual, list):
+        return len(expected) == len(actual) and all(
+            json_equal(a, b, tolerance) for a, b in zip(expected, actual, strict=True)
+        )
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        return expected.keys() == actual.keys() and all(
+            json_equal(expected[k], actual[k], tolerance) for k in expected
+        )
+    return type(expected) is type(actual) and bool(expected == actual)
+
+
+_ASSERT_HARNESS = """import sys
+def _arbiter_run():
+    secret = sys.stdin.readline().strip()
+    namespace = {"__name__": "__main__"}
+    exec(compile(open("solution.py").read(), "solution.py", "exec"), namespace)
+    exec(compile(open("tests.py").read(), "tests.py", "exec"), namespace)
+    sys.stdout.write("\\n" + secret + "\\n")
+    sys.stdout.flush()
+_arbiter_run()
+"""
+
+_CALL_HARNESS = """import json, sys
+def _arbiter_run():
+    secret = sys.stdin.readline().strip()
+    name, args = json.loads(sys.stdin.readline())
+    namespace = {"__name__": "__main__"}
+    exec(compile(open("solution.py").read(), "solution.py", "exec"), namespace)
+    function = namespace.get(name)
+    if function is None and "Solution" in namespace:  # LeetCode style
+        function = getattr(namespace["Solution"](), name, None)
+    if function is None:
+        raise NameError("the solution defines no function " + repr(name))
+    result = json.dumps(function(*args), allow_nan=False)
+    sys.stdout.write("\\n" + secret + " " + result + "\\n")
+    sys.stdout.flush()
+_arbiter_run()
+"""
+
+
+def _case_verdict(execution: Execution) -> str:
+    return {
+        Verdict.TIME_LIMIT: "time_limit",
+        Verdict.MEMORY_LIMIT: "memory_limit",
+        Verdict.OUTPUT_LIMIT: "output_limit",
+        Verdict.COMPILE_ERROR: "compile_error",
+        Verdict.RUNTIME_ERROR: "runtime_error",
+    }.get(execution.verdict, "runtime_error")
+
+
+def _last_line(stdout: bytes) -> str:
+    lines = stdout.decode(errors="replace").rstrip("\n").split("\n")
+    return lines[-1] if lines else ""
+
+
+class CodeScorer(Scorer):
+    """Runs the completion's code against the sample's tests in the sandbox (assert, stdin/stdout, calls)."""
+
+    name = "code"
+    Params = CodeParams
+
+    def __init__(self) -> None:
+        self._sandboxes: dict[bool, Sandbox | IsolationError] = {}
+
+    def setup(self, params: CodeParams) -> None:
+        """Probe isolation at start-up and say what is missing. A host that cannot
+        isolate refuses code samples (SCORER_ERROR with the reason) unless the config
+        sets ``allow_weaker_isolation``; the other scorers keep serving."""
+        sandbox = self._probe(params)
+        if isinstance(sandbox, IsolationError):
+            log.warning("code scorer refuses to run code: %s", sandbox)
+        elif not sandbox.report.full:
+            log.warning("code scorer runs in a WEAKER sandbox: %s", "; ".join(sandbox.report.weaker))
+
+    def _probe(self, params: CodeParams) -> Sandbox | IsolationError:
+        weaker = params.allow_weaker_isolation
+        if weaker not in self._sandboxes:
+            try:
+                self._sandboxes[weaker] = Sandbox(strict=not weaker)
+            except IsolationError as exc:
+                self._sandboxes[weaker] = exc
+        return self._sandboxes[weaker]
+
+    def _sandbox(self, params: CodeParams) -> Sandbox:
+        sandbox = self._probe(params)
+        if isinstance(sandbox, IsolationError):
+            raise SampleError(f"no sandbox: {sandbox}", Status.SCORER_ERROR)
+        return sandbox
+
+    async def score(self, sample: Sample, params: CodeParams) -> ScoreResult:
+        tests = sample.tests
+        if tests is None:
+            raise SampleError("code needs test cases in the sample's tests; an empty suite never passes")
+        language = str(tests.options.get("language", params.language)).lower()
+        language = _LANGUAGE_ALIASES.get(language, language)
+        code = extract_code(sample.completion_text, params.extract)
+        if code is None:
+            if params.require_block:
+                return ScoreResult(reward=0.0, details={"note": "no fenced code block in the completion"})
+            code = sample.completion_text
+        limits = Limits(wall_s=params.wall_s, cpu_s=params.cpu_s, memory_bytes=params.memory_mb << 20)
+        sandbox = self._sandbox(params)
+        if tests.assert_program is not None:
+            if not tests.assert_program.strip():
+                raise SampleError("the assert program is empty; an empty suite never passes")
+            if language != "python":
+                raise SampleError("assert programs are Python; use io_cases for other languages")
+            cases = [await self._assert_case(sandbox, code, tests.assert_program, limits)]
+        elif tests.io_cases is not None:
+            if not tests.io_cases:
+                raise SampleError("io_cases is empty; an empty suite never passes")
+            cases = await self._io_cases(sandbox, language, code, tests, params, limits)
+        else:
+            assert tests.call_cases is not None
+            if not tests.call_cases.inputs:
+                raise SampleError("call_cases has no cases; an empty suite never passes")
+            if language != "python":
+                raise SampleError("call_cases run Python solutions; use io_cases for other languages")
+            cases = await self._call_cases(sandbox, code, tests.call_cases, params, limits)
+        return self._result(cases, params, tests.kind)
+
+    def _result(self, cases: list[dict[str, Any]], params: CodeParams, kind: str) -> ScoreResult:
+        broken = [c for c in cases if c["verdict"] == "sandbox_error"]
+        if broken:  # infrastructure, not the model: never a reward of 0
+            return ScoreResult.failure(Status.SCORER_ERROR, f"sandbox failed: {broken[0]['detail']}")
+        passed = sum(c["verdict"] == CASE_PASSED for c in cases)
+        reward = float(passed == len(cases)) if params.mode == "all_or_nothing" else passed / len(cases)
+        return ScoreResult(
+            reward=reward, details={"format": kind, "passed": passed, "total": len(cases), "cases": cases}
+        )
+
+    async def _assert_case(self, sandbox: Sandbox, code: str, tests: str, limits: Limits) -> dict[str, Any]:
+        secret = secrets.token_hex(16)
+        files = {"solution.py": code.encode(), "tests.py": tests.encode()}
+        async with sandbox.program("python", _ASSERT_HARNESS, files=files) as program:
+            execution = await program.run(secret + "\n", limits)
+        if execution.verdict is Verdict.SANDBOX_ERROR:
+            return {"verdict": "sandbox_error", "detail": execution.detail}
+        if execution.verdict is Verdict.OK and _last_line(execution.stdout) == secret:
+            return {"verdict": CASE_PASSED}
+        verdict = "wrong_answer" if execution.verdict is Verdict.OK else _case_verdict(execution)
+        if b"AssertionError" in execution.stderr:
+            verdict = "wrong_answer"
+        return {"verdict": verdict, "detail": _tail(execution.stderr) or "the tests did not run to the end"}
+
+    async def _io_cases(
+        self, sandbox: Sandbox, language: str, code: str, tests: Any, params: CodeParams, limits: Limits
+    ) -> list[dict[str, Any]]:
+        cases: list[dict[str, Any]] = []
+        compare = str(tests.options.get("compare", params.compare))
+        checker_source = tests.options.get("checker")
+        if compare == "checker" and not isinstance(checker_source, str):
+            raise SampleError("compare = 'checker' needs a Python checker program in tests.options.checker")
+        async with sandbox.program(language, code) as program:
+            for case in tests.io_cases[: params.max_cases]:
+                execution = await program.run(case.input, limits)
+                if execution.verdict is Verdict.SANDBOX_ERROR:
+                    cases.append({"verdict": "sandbox_error", "detail": execution.detail})
+                    break
+                if execution.verdict is not Verdict.OK:
+                    cases.append({"verdict": _case_verdict(execution), "detail": _tail(execution.stderr)})
+                else:
+                    actual = execution.stdout.decode(errors="replace")
+                    if compare == "exact":
+                        ok = actual == case.output
+                    elif compare == "checker":
+                        ok = await self._check(
+                            sandbox, checker_source, case.input, case.output, actual, limits
+                        )
+                    else:
+                        ok = tokens_equal(case.output, actual, params.float_tolerance)
+                    cases.append({"verdict": CASE_PASSED if ok else "wrong_answer"})
+                if params.mode == "first_failure" and cases[-1]["verdict"] != CASE_PASSED:
+                    cases.extend(
+                        {"verdict": "not_run"} for _ in tests.io_cases[len(cases) : params.max_cases]
+                    )
+                    break
+        return cases
+
+    async def _check(
+        self, sandbox: Sandbox, checker: str, given: str, expected: str, actual: str, limits: Limits
+    ) -> bool:
+        """A checker program (trusted, from the sample) reads input, expected and
+        actual output files and exits 0 to accept."""
+        files = {
+            "input.txt": given.encode(),
+            "expected.txt": expected.encode(),
+            "actual.txt": actual.encode(),
+        }
+        async with sandbox.program("python", checker, files=files) as program:
+            execution = await program.run(b"", limits)
+        return execution.verdict is Verdict.OK
+
+    async def _call_cases(
+        self, sandbox: Sandbox, code: str, calls: Any, params: CodeParams, limits: Limits
+    ) -> list[dict[str, Any]]:
+        cases: list[dict[str, Any]] = []
+        files = {"solution.py": code.encode()}
+        async with sandbox.program("python", _CALL_HARNESS, files=files) as program:
+            for arguments, expected in list(zip(calls.inputs, calls.outputs, strict=True))[
+                : params.max_cases
+            ]:
+                if not isinstance(arguments, list):
+                    arguments = [arguments]
+                secret = secrets.token_hex(16)
+                stdin = secret + "\n" + json.dumps([calls.fn_name, arguments]) + "\n"
+                execution = await program.run(stdin, limits)
+                if execution.verdict is Verdict.SANDBOX_ERROR:
+                    cases.append({"verdict": "sandbox_error", "detail": execution.detail})
+                    break
+                line = _last_line(execution.stdout)
+                if execution.verdict is not Verdict.OK or not line.startswith(secret + " "):
+                    verdict = (
+                        _case_verdict(execution) if execution.verdict is not Verdict.OK else "runtime_error"
+                    )
+                    cases.append({"verdict": verdict, "detail": _tail(execution.stderr) or "no result"})
+                else:
+                    try:
+                        actual = json.loads(line[len(secret) + 1 :])
+                    except json.JSONDecodeError:
+                        actual = object()
+                    ok = json_equal(expected, actual, params.float_tolerance)
+                    cases.append({"verdict": CASE_PASSED if ok else "wrong_answer"})
+                if params.mode == "first_failure" and cases[-1]["verdict"] != CASE_PASSED:
+                    remaining = len(calls.inputs[: params.max_cases]) - len(cases)
+                    cases.extend({"verdict": "not_run"} for _ in range(remaining))
+                    break
+        return cases
+
+
+def _tail(stderr: bytes) -> str:
+    return stderr.decode(errors="replace")[-300:].strip()

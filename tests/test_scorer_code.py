@@ -1,0 +1,260 @@
+"""The code scorer through the real server: every test format, the languages
+present here, each verdict, the scoring modes, and reward hacks that must score 0."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from sandbox import LANGUAGES
+from sdk import RewardClient, Status
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the code sandbox needs root for full isolation")
+
+ADD = "```python\ndef add(a, b):\n    return a + b\n```"
+ADD_TESTS = {"assert_program": "assert add(1, 2) == 3\nassert add(-1, 1) == 0\n"}
+
+
+def score(client: RewardClient, completion: str, tests: dict[str, Any], **params: Any):  # type: ignore[no-untyped-def]
+    return client.score(scorer="code", completion=completion, tests=tests, params=params or None)
+
+
+def test_assert_program_pass_and_fail(client: RewardClient) -> None:
+    passed = score(client, "Here you go:\n" + ADD, ADD_TESTS)
+    assert (passed.status, passed.reward) == (Status.OK, 1.0), passed.reason
+    wrong = score(client, "```python\ndef add(a, b):\n    return a - b\n```", ADD_TESTS)
+    assert wrong.reward == 0.0 and wrong.details["cases"][0]["verdict"] == "wrong_answer"
+
+
+def test_io_cases_token_comparison_and_partial_credit(client: RewardClient) -> None:
+    tests = {
+        "io_cases": [
+            {"input": "2 3\n", "output": "5\n"},
+            {"input": "1.5 1.25\n", "output": "2.75"},  # numbers within tolerance
+            {"input": "10 10\n", "output": "  20  \n\n"},  # whitespace-insensitive
+            {"input": "1 1\n", "output": "3"},  # wrong
+        ]
+    }
+    program = (
+        "```python\na, b = map(float, input().split())\nr = a + b\nprint(int(r) if r == int(r) else r)\n```"
+    )
+    result = score(client, program, tests)
+    assert result.reward == pytest.approx(0.75)
+    assert [c["verdict"] for c in result.details["cases"]] == ["passed", "passed", "passed", "wrong_answer"]
+    exact = score(client, program, {"io_cases": [{"input": "2 3", "output": "5"}]}, compare="exact")
+    assert exact.reward == 0.0  # "5\n" != "5"
+
+
+def test_io_cases_with_a_checker_program(client: RewardClient) -> None:
+    checker = (
+        "given = open('input.txt').read().split()\n"
+        "actual = open('actual.txt').read().split()\n"
+        "raise SystemExit(0 if sorted(actual) == sorted(given) else 1)\n"
+    )
+    tests = {
+        "io_cases": [{"input": "3 1 2", "output": ""}],
+        "options": {"compare": "checker", "checker": checker},
+    }
+    assert score(client, "print(*sorted(input().split()))", tests).reward == 1.0
+    assert score(client, "print('1 1 1')", tests).reward == 0.0
+
+
+def test_call_cases_compared_outside_the_sandbox(client: RewardClient) -> None:
+    tests = {
+        "call_cases": {
+            "fn_name": "add",
+            "inputs": [[1, 2], [0.1, 0.2], [[1], [2]]],
+            "outputs": [3, 0.3, [1, 2]],
+        }
+    }
+    result = score(client, ADD, tests)
+    assert result.reward == 1.0, result.details
+    leetcode = "class Solution:\n    def add(self, a, b):\n        return a + b\n"
+    assert (
+        score(client, leetcode, {"call_cases": {"fn_name": "add", "inputs": [[2, 2]], "outputs": [4]}}).reward
+        == 1.0
+    )
+
+
+LANGUAGE_PROGRAMS = {
+    "c": '#include <stdio.h>\nint main(){long a,b;scanf("%ld %ld",&a,&b);printf("%ld\\n",a+b);return 0;}',
+    "cpp": "#include <iostream>\nint main(){long a,b;std::cin>>a>>b;std::cout<<a+b<<std::endl;}",
+    "javascript": (
+        'const [a,b]=require("fs").readFileSync(0,"utf8").trim().split(/\\s+/).map(Number);console.log(a+b);'
+    ),
+}
+
+
+@pytest.mark.parametrize("language", [lang for lang in LANGUAGE_PROGRAMS if LANGUAGES[lang].available])
+def test_languages_with_io_cases(client: RewardClient, language: str) -> None:
+    completion = f"```{language}\n{LANGUAGE_PROGRAMS[language]}\n```"
+    tests = {
+        "io_cases": [{"input": "2 3", "output": "5"}, {"input": "40 2", "output": "42"}],
+        "options": {"language": language},
+    }
+    result = score(client, completion, tests)
+    assert result.reward == 1.0, result.details
+
+
+VERDICTS = {
+    "runtime_error": "raise ValueError('boom')",
+    "time_limit": "while True: pass",
+    "memory_limit": "x = bytearray(4 * 1024 ** 3)",
+    "output_limit": "import sys\nwhile True: sys.stdout.write('y' * 65536)",
+}
+
+
+@pytest.mark.parametrize("verdict", list(VERDICTS))
+def test_case_verdicts(client: RewardClient, verdict: str) -> None:
+    result = score(client, VERDICTS[verdict], {"io_cases": [{"input": "", "output": "1"}]})
+    assert result.status is Status.OK and result.reward == 0.0
+    assert result.details["cases"][0]["verdict"] == verdict, result.details
+
+
+def test_compile_error_verdict(client: RewardClient) -> None:
+    result = score(
+        client, "int main( {", {"io_cases": [{"input": "", "output": ""}], "options": {"language": "c"}}
+    )
+    assert result.details["cases"][0]["verdict"] == "compile_error"
+
+
+def test_modes(client: RewardClient) -> None:
+    tests = {
+        "io_cases": [
+            {"input": "1", "output": "1"},
+            {"input": "2", "output": "x"},
+            {"input": "3", "output": "3"},
+        ]
+    }
+    echo = "print(input())"
+    assert score(client, echo, tests).reward == pytest.approx(2 / 3)
+    assert score(client, echo, tests, mode="all_or_nothing").reward == 0.0
+    first = score(client, echo, tests, mode="first_failure")
+    assert [c["verdict"] for c in first.details["cases"]] == ["passed", "wrong_answer", "not_run"]
+    assert first.reward == pytest.approx(1 / 3)
+
+
+def test_extraction_picks_the_last_block_by_default(client: RewardClient) -> None:
+    two = "```python\nprint('draft')\n```\nfinal:\n```python\nprint(input())\n```"
+    tests = {"io_cases": [{"input": "ok", "output": "ok"}]}
+    assert score(client, two, tests).reward == 1.0
+    assert score(client, two, tests, extract="first_block").reward == 0.0
+    assert score(client, "no code here", tests, require_block=True).reward == 0.0
+
+
+HACKS = {
+    "exit-before-tests": "import sys\ndef add(a, b): return 0\nsys.exit(0)",
+    "os-exit-before-tests": "import os\ndef add(a, b): return 0\nos._exit(0)",
+    "exit-on-assert": (
+        "import sys, builtins\ndef add(a, b): return 0\nsys.excepthook = lambda *a: sys.exit(0)"
+    ),
+    "atexit-exit-zero": "import atexit, os\ndef add(a, b): return 0\natexit.register(lambda: os._exit(0))",
+    "signal-handler": (
+        "import signal, os\ndef add(a, b): return 0\n"
+        "signal.signal(signal.SIGABRT, lambda *a: os._exit(0))\nos.abort()"
+    ),
+    "fake-pass-marker": "def add(a, b): return 0\nprint('All tests passed')\nprint('OK')",
+    "kill-the-harness": (
+        "import os, signal\ndef add(a, b): return 0\nos.kill(os.getppid() or 1, signal.SIGKILL)"
+    ),
+    "kill-everything": "import os, signal\ndef add(a, b): return 0\nos.kill(-1, signal.SIGKILL)",
+    "print-then-crash-tests": "def add(a, b): return 0\nimport sys\nprint('\\n' * 3)\n",
+}
+
+
+@pytest.mark.parametrize("hack", list(HACKS))
+def test_reward_hacks_on_assert_programs_score_zero(client: RewardClient, hack: str) -> None:
+    result = score(client, HACKS[hack], ADD_TESTS)
+    assert result.status is Status.OK, result.reason
+    assert result.reward == 0.0, result.details
+
+
+def test_always_equal_objects_fail_call_cases(client: RewardClient) -> None:
+    cheat = (
+        "class Anything:\n    def __eq__(self, other): return True\n"
+        "    def __ne__(self, other): return False\n"
+        "def add(a, b): return Anything()\n"
+    )
+    int_cheat = (
+        "class Sneaky(int):\n    def __eq__(self, other): return True\ndef add(a, b): return Sneaky(0)\n"
+    )
+    tests = {"call_cases": {"fn_name": "add", "inputs": [[1, 2]], "outputs": [3]}}
+    assert score(client, cheat, tests).reward == 0.0
+    assert score(client, int_cheat, tests).reward == 0.0
+
+
+def test_expected_outputs_are_not_in_the_sandbox(client: RewardClient) -> None:
+    # The cheat: find the expected output on disk or in the environment and print it.
+    # It would pass if the expected output were anywhere the program can read.
+    snoop = (
+        "import os\n"
+        "hits = [v for v in os.environ.values() if 'SECRET-EXPECTED-' + '9137' in v]\n"
+        "for top in ('/var/lib/arbiter', '/tmp', '/var/tmp', '/dev/shm', '.', '..'):\n"
+        "    for root, dirs, files in os.walk(top):\n"
+        "        for name in files:\n"
+        "            try:\n"
+        "                text = open(os.path.join(root, name), errors='ignore').read(100000)\n"
+        "            except OSError:\n"
+        "                continue\n"
+        "            if 'SECRET-EXPECTED-' + '9137' in text:  # split: not found in this very file\n"
+        "                hits.append('SECRET-EXPECTED-' + '9137')\n"
+        "print(hits[0] if hits else 'nothing found')\n"
+    )
+    tests = {"io_cases": [{"input": "", "output": "SECRET-EXPECTED-9137"}]}
+    result = score(client, snoop, tests)
+    assert result.status is Status.OK
+    assert result.details["cases"][0]["verdict"] == "wrong_answer", result.details
+
+
+@pytest.mark.parametrize(
+    "tests",
+    [
+        pytest.param({"assert_program": "   "}, id="empty-assert"),
+        pytest.param({"io_cases": []}, id="no-io-cases"),
+        pytest.param({"call_cases": {"fn_name": "f", "inputs": [], "outputs": []}}, id="no-call-cases"),
+    ],
+)
+def test_empty_suites_never_pass(client: RewardClient, tests: dict[str, Any]) -> None:
+    result = score(client, ADD, tests)
+    assert (result.status is Status.INVALID_INPUT and "empty" in result.reason) or "no cases" in result.reason
+
+
+def test_missing_tests_is_invalid_input(client: RewardClient) -> None:
+    result = client.score(scorer="code", completion=ADD)
+    assert result.status is Status.INVALID_INPUT and "test cases" in result.reason
+
+
+def test_limits_are_config_only(client: RewardClient) -> None:
+    result = score(client, ADD, ADD_TESTS, wall_s=60, memory_mb=8000)
+    assert result.status is Status.INVALID_INPUT and "config only" in result.reason
+
+
+def test_server_stays_responsive_while_hostile_code_runs(client: RewardClient) -> None:
+    import threading
+    import time
+
+    slow = threading.Thread(target=lambda: score(client, "import time\ntime.sleep(60)", ADD_TESTS))
+    slow.start()
+    started = time.perf_counter()
+    assert client.score(scorer="fake").ok
+    assert time.perf_counter() - started < 1.0
+    slow.join(timeout=30)
+
+
+def test_reference_composite_with_the_real_code_scorer() -> None:
+    from pathlib import Path
+
+    from reward_server.config import load_config
+    from reward_server.embedded import EmbeddedServer
+
+    config = load_config(Path(__file__).resolve().parent.parent / "examples" / "configs" / "code_reward.toml")
+    body = "<think>" + "t" * 2200 + "</think><answer>\n" + ADD + "\n</answer>"
+    tests = {"assert_program": "assert add(2, 2) == 4\n"}
+    with EmbeddedServer(config) as server, RewardClient(server.target) as client:
+        result = client.score(scorer="code_reward", completion=body, tests=tests)
+    assert result.status is Status.OK, result.reason
+    excess = len(body) - 2000
+    assert result.components == pytest.approx({"tests": 1.0, "format": 1.0, "length": -excess})
+    assert result.reward == pytest.approx(1.0 + 0.2 - 0.0001 * excess)
