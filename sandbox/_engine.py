@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from ._limits import Limits
 __all__ = ["Execution", "IsolationError", "Program", "Sandbox", "Verdict"]
 
 _LAUNCHER = Path(__file__).resolve().parent / "_launch.py"
+_ZYGOTE = Path(__file__).resolve().parent / "_zygote.py"
+_SYSTEM_PYTHON = "/usr/bin/python3"
 _NOBODY = 65534
 _MEMORY_MARKERS = (b"MemoryError", b"std::bad_alloc", b"heap out of memory", b"Cannot allocate memory")
 
@@ -77,7 +80,14 @@ class Sandbox:
     host where isolation is incomplete; ``strict=False`` runs in a weaker mode and
     says so in ``report``."""
 
-    def __init__(self, root: str | Path | None = None, *, strict: bool = True, uid: int = _NOBODY) -> None:
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        *,
+        strict: bool = True,
+        uid: int = _NOBODY,
+        fast_python: bool = True,
+    ) -> None:
         is_root = os.geteuid() == 0
         default_root = (
             Path("/var/lib/arbiter/sandbox") if is_root else Path(tempfile.gettempdir()) / "arbiter-sandbox"
@@ -89,6 +99,10 @@ class Sandbox:
         if self.uid is not None:
             _check_traversable(self.root)
         self.report = self._probe(is_root)
+        # Python runs through a warm forking interpreter when it can (see _zygote).
+        self.fast_python = fast_python and os.path.exists(_SYSTEM_PYTHON)
+        self._zygote: _Zygote | None = None
+        self._zygote_lock = threading.Lock()
         if strict and not self.report.full:
             raise IsolationError(
                 "sandbox isolation is incomplete on this host: "
@@ -196,6 +210,37 @@ class Sandbox:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
+    async def _execute_warm(self, source_file: str, stdin: bytes, limits: Limits, workdir: Path) -> Execution:
+        """Run Python source through the zygote: same isolation, no interpreter start."""
+        with self._zygote_lock:
+            if self._zygote is None or not self._zygote.alive:
+                if self._zygote is not None:
+                    self._zygote.close()
+                self._zygote = _Zygote()
+            zygote = self._zygote
+        io = Path(tempfile.mkdtemp(prefix="io-", dir=self.root))
+        try:
+            if self.uid is not None:
+                os.chown(workdir, self.uid, self.uid)
+            (io / "stdin").write_bytes(stdin)
+            (io / "stdout").touch()
+            (io / "stderr").touch()
+            config = self._config((), io, workdir, limits, True)
+            config.update({"source": source_file, "wall_s": limits.wall_s})
+            started = time.perf_counter()
+            report = await zygote.run(config, limits.wall_s + 10)
+            wall = time.perf_counter() - started
+            stdout = _read(io / "stdout", limits.output_bytes)
+            stderr = _read(io / "stderr", limits.output_bytes)
+            return _verdict(report, b"", stdout, stderr, wall, bool(report.get("timed_out")), limits)
+        finally:
+            shutil.rmtree(io, ignore_errors=True)
+
+    def close(self) -> None:
+        if self._zygote is not None:
+            self._zygote.close()
+            self._zygote = None
+
     def _config(
         self, argv: tuple[str, ...], io: Path, workdir: Path, limits: Limits, limit_address_space: bool
     ) -> dict[str, Any]:
@@ -291,9 +336,92 @@ class Program:
         if self.failure is not None:
             return self.failure
         data = stdin.encode() if isinstance(stdin, str) else stdin
+        if self.language.name == "python" and self._sandbox.fast_python:
+            return await self._sandbox._execute_warm(
+                self.language.source_file, data, limits or Limits(), self._workdir
+            )
         return await self._sandbox._execute(
             self.language.run, data, limits or Limits(), self._workdir, self.language.limit_address_space
         )
+
+
+class _Zygote:
+    """The warm forking interpreter, shared by every event loop and thread.
+
+    Plain ``subprocess`` plus one reader thread (not asyncio), so one zygote serves
+    a whole process: each pending run's future is resolved on its own loop.
+    """
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [_SYSTEM_PYTHON, "-I", "-S", str(_ZYGOTE)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={},
+            bufsize=0,
+        )
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[dict[str, Any]]]] = {}
+        self._next = 0
+        self._reader = threading.Thread(target=self._read, name="sandbox-zygote", daemon=True)
+        self._reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None and self._reader.is_alive()
+
+    async def run(self, config: dict[str, Any], limit_s: float) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        with self._lock:
+            self._next += 1
+            config["id"] = str(self._next)
+            self._pending[config["id"]] = (loop, future)
+            try:
+                assert self.process.stdin is not None
+                self.process.stdin.write((json.dumps(config) + "\n").encode())
+            except OSError as exc:
+                self._pending.pop(config["id"], None)
+                return {"launch_error": f"the warm interpreter is gone: {exc}"}
+        try:
+            return await asyncio.wait_for(future, limit_s)
+        except TimeoutError:
+            return {"launch_error": "the warm interpreter did not answer in time"}
+        finally:
+            with self._lock:
+                self._pending.pop(config["id"], None)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            report = _report(line)
+            with self._lock:
+                waiting = self._pending.get(str(report.get("id")))
+            if waiting is not None:
+                _resolve(*waiting, report)
+        with self._lock:  # the zygote exited: nobody will answer the rest
+            orphans = list(self._pending.values())
+        for loop, future in orphans:
+            _resolve(loop, future, {"launch_error": "the warm interpreter exited"})
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def _resolve(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[dict[str, Any]], report: dict[str, Any]
+) -> None:
+    def settle() -> None:
+        if not future.done():
+            future.set_result(report)
+
+    with contextlib.suppress(RuntimeError):  # that loop has closed: its caller is gone
+        loop.call_soon_threadsafe(settle)
 
 
 def _launcher_argv(config: dict[str, Any]) -> list[str]:

@@ -61,51 +61,9 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
     )
 
 
-def _child(config: dict[str, Any]) -> None:
-    """In the new namespaces; never returns."""
-    try:
-        if config["isolate"]["mount"]:
-            _mount(None, "/", None, MS_REC | MS_PRIVATE)
-            for path in SCRATCH:
-                if os.path.isdir(path) and not config["workdir"].startswith(path + "/"):
-                    _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=1777")
-        workdir = config["workdir"]
-        limits = config["limits"]
-        for name, value in (
-            ("RLIMIT_CPU", limits["cpu_s"]),
-            ("RLIMIT_AS", limits["memory_bytes"]),
-            ("RLIMIT_NPROC", limits["max_processes"]),
-            ("RLIMIT_FSIZE", limits["file_size_bytes"]),
-            ("RLIMIT_NOFILE", limits["open_files"]),
-            ("RLIMIT_CORE", 0),
-        ):
-            if value is not None:
-                resource.setrlimit(getattr(resource, name), (value, value))
-        stdin = os.open(config["stdin_path"], os.O_RDONLY)
-        stdout = os.open(config["stdout_path"], os.O_WRONLY)
-        stderr = os.open(config["stderr_path"], os.O_WRONLY)
-        for source, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
-            os.dup2(source, target)
-            os.close(source)
-        if config["uid"] is not None:
-            os.setgroups([])
-            os.setgid(config["gid"])
-            os.setuid(config["uid"])
-        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-        _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
-        os.chdir(workdir)
-        argv = [arg.replace("{dir}", workdir) for arg in config["argv"]]
-        os.execve(argv[0], argv, {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8"})
-    except BaseException as exc:  # the program never started: say why, distinctly
-        try:
-            os.write(2, f"arbiter-sandbox: cannot start the program: {exc}\n".encode())
-        finally:
-            os._exit(125)
-
-
-def main() -> None:
-    config = json.loads(sys.argv[1])
-    isolate = config["isolate"]
+def enter_namespaces(isolate: dict[str, bool]) -> None:
+    """Detach the calling process into the namespaces asked for (its next child is
+    PID 1 of the new PID namespace)."""
     flags = 0
     if isolate["mount"]:
         flags |= CLONE_NEWNS
@@ -115,10 +73,70 @@ def main() -> None:
         flags |= CLONE_NEWNET
     if isolate["ipc"]:
         flags |= CLONE_NEWIPC | CLONE_NEWUTS
+    if flags:
+        _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def isolate(config: dict[str, Any]) -> None:
+    """In the program's own process: private scratch mounts, rlimits, standard
+    streams, an unprivileged uid, no new privileges, death with the parent, and the
+    working directory. Raises if any step fails (the caller must not run the program)."""
+    if config["isolate"]["mount"]:
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        for path in SCRATCH:
+            if os.path.isdir(path) and not config["workdir"].startswith(path + "/"):
+                _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=1777")
+    limits = config["limits"]
+    for name, value in (
+        ("RLIMIT_CPU", limits["cpu_s"]),
+        ("RLIMIT_AS", limits["memory_bytes"]),
+        ("RLIMIT_NPROC", limits["max_processes"]),
+        ("RLIMIT_FSIZE", limits["file_size_bytes"]),
+        ("RLIMIT_NOFILE", limits["open_files"]),
+        ("RLIMIT_CORE", 0),
+    ):
+        if value is not None:
+            resource.setrlimit(getattr(resource, name), (value, value))
+    stdin = os.open(config["stdin_path"], os.O_RDONLY)
+    stdout = os.open(config["stdout_path"], os.O_WRONLY)
+    stderr = os.open(config["stderr_path"], os.O_WRONLY)
+    for source, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+        os.dup2(source, target)
+        os.close(source)
+    os.closerange(3, 65536)  # nothing of the engine's reaches the program
+    if config["uid"] is not None:
+        os.setgroups([])
+        os.setgid(config["gid"])
+        os.setuid(config["uid"])
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
+    os.chdir(config["workdir"])
+    os.environ.clear()
+    os.environ.update(_environment(config["workdir"]))
+
+
+def _environment(workdir: str) -> dict[str, str]:
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8"}
+
+
+def _child(config: dict[str, Any]) -> None:
+    """In the new namespaces; never returns."""
+    try:
+        isolate(config)
+        argv = [arg.replace("{dir}", config["workdir"]) for arg in config["argv"]]
+        os.execve(argv[0], argv, _environment(config["workdir"]))
+    except BaseException as exc:  # the program never started: say why, distinctly
+        try:
+            os.write(2, f"arbiter-sandbox: cannot start the program: {exc}\n".encode())
+        finally:
+            os._exit(125)
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
     report: dict[str, Any] = {}
     try:
-        if flags:
-            _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+        enter_namespaces(config["isolate"])
     except OSError as exc:
         report["launch_error"] = str(exc)
         print(json.dumps(report), flush=True)

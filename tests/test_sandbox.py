@@ -28,9 +28,11 @@ def box() -> Iterator[Sandbox]:
     # under a directory the unprivileged sandbox user can traverse (pytest's tmp is 0700)
     root = Path(tempfile.mkdtemp(prefix="arbiter-test-", dir="/var/tmp"))
     os.chmod(root, 0o711)
+    box = Sandbox(root)
     try:
-        yield Sandbox(root)
+        yield box
     finally:
+        box.close()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -190,6 +190,12 @@ class CodeScorer(Scorer):
         elif not sandbox.report.full:
             log.warning("code scorer runs in a WEAKER sandbox: %s", "; ".join(sandbox.report.weaker))
 
+    def close(self) -> None:
+        for sandbox in self._sandboxes.values():
+            if isinstance(sandbox, Sandbox):
+                sandbox.close()
+        self._sandboxes.clear()
+
     def _probe(self, params: CodeParams) -> Sandbox | IsolationError:
         weaker = params.allow_weaker_isolation
         if weaker not in self._sandboxes:
