@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,8 @@ class Sandbox:
         self.fast_python = fast_python and os.path.exists(_SYSTEM_PYTHON)
         self._zygote: _Zygote | None = None
         self._zygote_lock = threading.Lock()
+        self._free_workdirs: list[Path] = []
+        self._pool_lock = threading.Lock()
         if strict and not self.report.full:
             raise IsolationError(
                 "sandbox isolation is incomplete on this host: "
@@ -112,13 +115,11 @@ class Sandbox:
 
     def _probe_namespaces(self) -> str:
         """Run ``/bin/true`` fully isolated, synchronously; '' when it works."""
-        io = Path(tempfile.mkdtemp(prefix="io-", dir=self.root))
+        io = self._streams(b"")
         workdir = Path(tempfile.mkdtemp(prefix="run-", dir=self.root))
         try:
             if self.uid is not None:
                 os.chown(workdir, self.uid, self.uid)
-            for name in ("stdin", "stdout", "stderr"):
-                (io / name).touch()
             config = self._config(("/bin/true",), io, workdir, Limits(wall_s=10), True)
             done = subprocess.run(
                 _launcher_argv(config), capture_output=True, timeout=30, env={}, check=False
@@ -128,11 +129,11 @@ class Sandbox:
                 return ""
             return (
                 report.get("launch_error")
-                or _read(io / "stderr", 500).decode(errors="replace").strip()
+                or _read(io.stderr, 500).decode(errors="replace").strip()
                 or (done.stderr.decode(errors="replace")[-300:])
             )
         finally:
-            shutil.rmtree(io, ignore_errors=True)
+            io.remove()
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _probe(self, is_root: bool) -> IsolationReport:
@@ -168,7 +169,7 @@ class Sandbox:
         """A program compiled once and run as often as needed (one run per test case);
         its directory is deleted on exit. Each run starts from the same files."""
         lang = LANGUAGES[language] if isinstance(language, str) else language
-        workdir = Path(tempfile.mkdtemp(prefix="run-", dir=self.root))
+        workdir = self._take_workdir()
         try:
             program = Program(self, lang, workdir)
             if lang.available:
@@ -208,7 +209,7 @@ class Sandbox:
                 )
             yield program
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            self._give_back(workdir)
 
     async def _execute_warm(self, source_file: str, stdin: bytes, limits: Limits, workdir: Path) -> Execution:
         """Run Python source through the zygote: same isolation, no interpreter start."""
@@ -218,31 +219,32 @@ class Sandbox:
                     self._zygote.close()
                 self._zygote = _Zygote()
             zygote = self._zygote
-        io = Path(tempfile.mkdtemp(prefix="io-", dir=self.root))
+        io = self._streams(stdin)
         try:
             if self.uid is not None:
                 os.chown(workdir, self.uid, self.uid)
-            (io / "stdin").write_bytes(stdin)
-            (io / "stdout").touch()
-            (io / "stderr").touch()
             config = self._config((), io, workdir, limits, True)
             config.update({"source": source_file, "wall_s": limits.wall_s})
             started = time.perf_counter()
             report = await zygote.run(config, limits.wall_s + 10)
             wall = time.perf_counter() - started
-            stdout = _read(io / "stdout", limits.output_bytes)
-            stderr = _read(io / "stderr", limits.output_bytes)
+            stdout = _read(io.stdout, limits.output_bytes)
+            stderr = _read(io.stderr, limits.output_bytes)
             return _verdict(report, b"", stdout, stderr, wall, bool(report.get("timed_out")), limits)
         finally:
-            shutil.rmtree(io, ignore_errors=True)
+            io.remove()
 
     def close(self) -> None:
         if self._zygote is not None:
             self._zygote.close()
             self._zygote = None
+        with self._pool_lock:
+            workdirs, self._free_workdirs = self._free_workdirs, []
+        for workdir in workdirs:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     def _config(
-        self, argv: tuple[str, ...], io: Path, workdir: Path, limits: Limits, limit_address_space: bool
+        self, argv: tuple[str, ...], io: _Streams, workdir: Path, limits: Limits, limit_address_space: bool
     ) -> dict[str, Any]:
         return {
             "argv": [a.replace("{memory_mb}", str(limits.memory_bytes >> 20)) for a in argv],
@@ -250,9 +252,9 @@ class Sandbox:
             "uid": self.uid,
             "gid": self.uid,
             "isolate": self._isolate,
-            "stdin_path": str(io / "stdin"),
-            "stdout_path": str(io / "stdout"),
-            "stderr_path": str(io / "stderr"),
+            "stdin_path": str(io.stdin),
+            "stdout_path": str(io.stdout),
+            "stderr_path": str(io.stderr),
             "limits": {
                 "cpu_s": limits.cpu_s,
                 "memory_bytes": limits.memory_bytes if limit_address_space else None,
@@ -261,6 +263,42 @@ class Sandbox:
                 "open_files": limits.open_files,
             },
         }
+
+    def _take_workdir(self) -> Path:
+        """An empty working directory: a cleaned one from earlier runs when there is
+        one (removing directories costs a millisecond each here, emptying them far
+        less), else a new one."""
+        with self._pool_lock:
+            workdir = self._free_workdirs.pop() if self._free_workdirs else None
+        if workdir is None:
+            workdir = Path(tempfile.mkdtemp(prefix="run-", dir=self.root))
+        os.chmod(workdir, 0o700)  # the last program owned it and may have changed this
+        return workdir
+
+    def _give_back(self, workdir: Path) -> None:
+        try:
+            with os.scandir(workdir) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
+        except OSError:
+            shutil.rmtree(workdir, ignore_errors=True)
+            return
+        with self._pool_lock:
+            if len(self._free_workdirs) < 64:
+                self._free_workdirs.append(workdir)
+                return
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def _streams(self, stdin: bytes) -> _Streams:
+        """Standard-stream files of one run, in a root-only directory: the program
+        holds their descriptors, never their paths. Files, not a directory per run:
+        removing directories is slow where mount namespaces come and go."""
+        io_root = self.root / "io"
+        io_root.mkdir(mode=0o700, exist_ok=True)
+        return _Streams.create(io_root, stdin)
 
     def _write(self, workdir: Path, name: str, content: bytes) -> None:
         target = (workdir / name).resolve()
@@ -278,16 +316,13 @@ class Sandbox:
         workdir: Path | None,
         limit_address_space: bool = True,
     ) -> Execution:
-        io = Path(tempfile.mkdtemp(prefix="io-", dir=self.root))  # root-only: the program sees fds, not files
+        io = self._streams(stdin)
         own_workdir = workdir is None
         if workdir is None:
             workdir = Path(tempfile.mkdtemp(prefix="run-", dir=self.root))
         try:
             if self.uid is not None:
                 os.chown(workdir, self.uid, self.uid)
-            (io / "stdin").write_bytes(stdin)
-            (io / "stdout").touch()
-            (io / "stderr").touch()
             config = self._config(argv, io, workdir, limits, limit_address_space)
             started = time.perf_counter()
             process = await asyncio.create_subprocess_exec(
@@ -314,13 +349,33 @@ class Sandbox:
                 raise
             wall = time.perf_counter() - started
             report = _report(out)
-            stdout = _read(io / "stdout", limits.output_bytes)
-            stderr = _read(io / "stderr", limits.output_bytes)
+            stdout = _read(io.stdout, limits.output_bytes)
+            stderr = _read(io.stderr, limits.output_bytes)
             return _verdict(report, err, stdout, stderr, wall, timed_out, limits)
         finally:
-            shutil.rmtree(io, ignore_errors=True)
+            io.remove()
             if own_workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class _Streams:
+    stdin: Path
+    stdout: Path
+    stderr: Path
+
+    @classmethod
+    def create(cls, directory: Path, stdin: bytes) -> _Streams:
+        stem = directory / uuid.uuid4().hex
+        streams = cls(stem.with_suffix(".in"), stem.with_suffix(".out"), stem.with_suffix(".err"))
+        streams.stdin.write_bytes(stdin)
+        streams.stdout.touch(mode=0o600)
+        streams.stderr.touch(mode=0o600)
+        return streams
+
+    def remove(self) -> None:
+        for path in (self.stdin, self.stdout, self.stderr):
+            path.unlink(missing_ok=True)
 
 
 class Program:

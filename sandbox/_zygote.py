@@ -18,6 +18,7 @@ exactly like the launcher (``_launch._isolate``) and then runs the source with
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import select
@@ -27,8 +28,14 @@ import time
 import traceback
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from sandbox import _launch  # the same isolation code as the slow path
+# The same isolation code as the slow path, loaded on its own: importing the
+# ``sandbox`` package would pull asyncio and friends into every fork.
+_spec = importlib.util.spec_from_file_location(
+    "_arbiter_launch", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_launch.py")
+)
+assert _spec is not None and _spec.loader is not None
+_launch = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_launch)
 
 # Imported once here so that children start with them loaded (a fresh child would
 # otherwise read them from disk as the unprivileged user, on every run).
