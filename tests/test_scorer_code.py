@@ -258,3 +258,37 @@ def test_reference_composite_with_the_real_code_scorer() -> None:
     excess = len(body) - 2000
     assert result.components == pytest.approx({"tests": 1.0, "format": 1.0, "length": -excess})
     assert result.reward == pytest.approx(1.0 + 0.2 - 0.0001 * excess)
+
+
+def _sandbox_processes() -> list[str]:
+    import subprocess
+
+    listing = subprocess.run(
+        ["ps", "-u", "65534", "-o", "pid=,cmd="], capture_output=True, text=True, check=False
+    )
+    return [line for line in listing.stdout.splitlines() if line.strip()]
+
+
+def test_hostile_programs_through_the_server(server, client: RewardClient) -> None:  # type: ignore[no-untyped-def]
+    port = server.server.port
+    blocked = {"io_cases": [{"input": "", "output": "blocked"}]}
+    reach_server = (
+        "import socket\ntry:\n"
+        f"    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    print('connected')\n"
+        "except OSError:\n    print('blocked')\n"
+    )
+    assert score(client, reach_server, blocked).reward == 1.0  # no route to the reward server's port
+    write_outside = (
+        "import os\nfor path in ('/etc/owned', '/root/owned', '/var/lib/arbiter/owned'):\n"
+        "    try:\n        open(path, 'w').write('x')\n        print('wrote', path)\n        break\n"
+        "    except OSError:\n        pass\nelse:\n    print('blocked')\n"
+    )
+    assert score(client, write_outside, blocked).reward == 1.0
+    before = _sandbox_processes()
+    daemon = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(300)\nprint('blocked')\n"
+    assert score(client, daemon, blocked).reward == 1.0
+    fork_bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    bombed = score(client, fork_bomb, blocked)
+    assert bombed.details["cases"][0]["verdict"] == "time_limit"
+    assert _sandbox_processes() == before  # nothing outlived its run
+    assert client.score(scorer="fake").ok
