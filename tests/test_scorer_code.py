@@ -292,3 +292,16 @@ def test_hostile_programs_through_the_server(server, client: RewardClient) -> No
     assert bombed.details["cases"][0]["verdict"] == "time_limit"
     assert _sandbox_processes() == before  # nothing outlived its run
     assert client.score(scorer="fake").ok
+
+
+def test_without_isolation_code_is_refused_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reward_server.scorers.code import CodeScorer
+    from sdk.testing import LocalRunner
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # as an unprivileged host would be
+    runner = LocalRunner(CodeScorer)
+    refused = runner.score("code", ADD, tests=ADD_TESTS)
+    assert refused.status is Status.SCORER_ERROR and "not root" in refused.reason
+    weaker = CodeScorer()
+    runner.add("weak_code", weaker, {"allow_weaker_isolation": True})
+    assert weaker._probe(weaker.Params(allow_weaker_isolation=True)).report.weaker  # type: ignore[union-attr]
