@@ -10,8 +10,9 @@ the real ``from_pretrained`` loading path is what gets exercised. Needs the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-__all__ = ["CHAT_TEMPLATE", "build_tiny_reward_model"]
+__all__ = ["CHAT_TEMPLATE", "build_tiny_causal_lm", "build_tiny_reward_model"]
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -29,16 +30,13 @@ _CORPUS = [
 ]
 
 
-def build_tiny_reward_model(directory: str | Path, *, seed: int = 0, hidden_size: int = 32) -> Path:
-    """Save a tiny reward model and tokenizer into ``directory``; returns it."""
-    import torch
+def _tokenizer(target: Path) -> Any:
+    """A byte-level BPE tokenizer trained on the built-in corpus, with a chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForSequenceClassification
+    from transformers import PreTrainedTokenizerFast
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-
-    target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     specials = ["<|pad|>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"]
     core = Tokenizer(models.BPE())
@@ -53,9 +51,13 @@ def build_tiny_reward_model(directory: str | Path, *, seed: int = 0, hidden_size
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(target)
+    return tokenizer
 
-    torch.manual_seed(seed)
-    config = Qwen2Config(
+
+def _config(tokenizer: Any, hidden_size: int, **extra: Any) -> Any:
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 2,
@@ -63,10 +65,33 @@ def build_tiny_reward_model(directory: str | Path, *, seed: int = 0, hidden_size
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=1024,
-        num_labels=1,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        **extra,
     )
-    model = Qwen2ForSequenceClassification(config)
+
+
+def build_tiny_reward_model(directory: str | Path, *, seed: int = 0, hidden_size: int = 32) -> Path:
+    """Save a tiny reward model (one-label Qwen2 classifier) and tokenizer; returns the directory."""
+    import torch
+    from transformers import Qwen2ForSequenceClassification
+
+    target = Path(directory)
+    tokenizer = _tokenizer(target)
+    torch.manual_seed(seed)
+    model = Qwen2ForSequenceClassification(_config(tokenizer, hidden_size, num_labels=1))
+    model.save_pretrained(target)
+    return target
+
+
+def build_tiny_causal_lm(directory: str | Path, *, seed: int = 0, hidden_size: int = 64) -> Path:
+    """Save a tiny causal language model (Qwen2) and tokenizer, for trainer tests."""
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    target = Path(directory)
+    tokenizer = _tokenizer(target)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(_config(tokenizer, hidden_size))
     model.save_pretrained(target)
     return target

@@ -1,0 +1,203 @@
+"""Arbiter scorers as TRL reward functions (``GRPOTrainer`` / ``RLOOTrainer``
+``reward_funcs``), or for any loop that calls ``f(prompts=..., completions=...)``.
+
+``server_reward("math", target, columns={"reference": "answer"})`` returns an async
+reward function. TRL runs async reward functions concurrently; each call sends the
+whole group of completions to the server in one ``ScoreBatch``.
+
+What comes back per completion:
+
+* the reward, for a scored sample (status OK);
+* ``0.0`` when the model's output was bad (INVALID_INPUT, TIMEOUT,
+  SANDBOX_VIOLATION): a wrong answer is worth nothing;
+* ``None`` when scoring failed for infrastructure reasons (a scorer crashed, the
+  server was overloaded): TRL turns it into NaN and leaves the sample out, rather
+  than learning from a fake zero.
+
+Failure counts and the mean of each composite component are logged through TRL's
+``log_metric``. While the server restarts, calls wait (gRPC wait-for-ready) up to
+``max_wait_s``; past that the function raises instead of inventing rewards.
+
+The function is a small picklable object (TRL and accelerate may copy it) with its
+own ``__name__`` (TRL names its reward metrics after it) that ``inspect`` reports
+as a coroutine function, which is how TRL decides to run it concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import types
+import weakref
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sdk import AsyncRewardClient, ClientError, ScoreResult, Status
+
+__all__ = ["RewardServerError", "ServerReward", "server_reward"]
+
+SAMPLE_FIELDS = ("reference", "tests", "metadata", "prompt")
+_BAD_OUTPUT = frozenset({Status.INVALID_INPUT, Status.TIMEOUT, Status.SANDBOX_VIOLATION})
+
+
+class RewardServerError(RuntimeError):
+    """The reward server could not be reached within the allowed wait."""
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    scorer: str
+    target: str
+    columns: tuple[tuple[str, str], ...]
+    params_json: str  # JSON text: hashable, so configs can key the client cache
+    token: str | None
+    max_wait_s: float
+    name: str
+
+
+def server_reward(
+    scorer: str,
+    target: str = "127.0.0.1:50051",
+    *,
+    columns: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
+    token: str | None = None,
+    max_wait_s: float = 300.0,
+    name: str | None = None,
+) -> Callable[..., Any]:
+    """A TRL reward function scored by ``scorer`` on the server at ``target``.
+
+    ``columns`` maps sample fields (``reference``, ``tests``, ``metadata``,
+    ``prompt``) to dataset columns, e.g. ``{"reference": "answer"}``; TRL passes
+    every dataset column to reward functions. By default the prompt is the one TRL
+    passes.
+    """
+    columns = dict(columns or {})
+    unknown = set(columns) - set(SAMPLE_FIELDS)
+    if unknown:
+        raise ValueError(f"columns maps unknown sample fields {sorted(unknown)}; use {SAMPLE_FIELDS}")
+    config = RewardConfig(
+        scorer=scorer,
+        target=target,
+        columns=tuple(sorted(columns.items())),
+        params_json=json.dumps(dict(params or {}), sort_keys=True),
+        token=token,
+        max_wait_s=max_wait_s,
+        name=name or f"arbiter_{scorer}",
+    )
+    return ServerReward(config)
+
+
+class ServerReward:
+    """The reward function ``server_reward`` returns."""
+
+    # Python 3.11 has no inspect.markcoroutinefunction: it recognises a coroutine
+    # function by a function-like shape (these attributes) and the code's flags.
+    __defaults__ = None
+    __kwdefaults__ = None
+    __annotations__: dict[str, Any] = {}
+
+    def __init__(self, config: RewardConfig) -> None:
+        self.config = config
+        self.__name__ = config.name
+
+    @property
+    def __code__(self) -> types.CodeType:
+        return ServerReward.__call__.__code__
+
+    async def __call__(
+        self,
+        prompts: Sequence[Any] | None = None,
+        completions: Sequence[Any] = (),
+        log_metric: Callable[[str, float], None] | None = None,
+        **kwargs: Any,
+    ) -> list[float | None]:
+        return await score_completions(self.config, prompts, completions, log_metric, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<arbiter reward {self.__name__}: {self.config.scorer} at {self.config.target}>"
+
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[RewardConfig, AsyncRewardClient]] = (
+    weakref.WeakKeyDictionary()
+)
+_clients_lock = threading.Lock()
+
+
+def _client(config: RewardConfig) -> AsyncRewardClient:
+    """One client per config and event loop (TRL runs async rewards on its own loop
+    thread); a loop's clients go away with it."""
+    loop = asyncio.get_running_loop()
+    with _clients_lock:
+        per_loop = _clients.setdefault(loop, {})
+        client = per_loop.get(config)
+        if client is None:
+            client = AsyncRewardClient(
+                config.target, token=config.token, timeout=config.max_wait_s, wait_for_ready=True
+            )
+            per_loop[config] = client
+        return client
+
+
+def _text(value: Any) -> Any:
+    """TRL completions are strings, or ``[{"role": "assistant", "content": ...}]``."""
+    return value if isinstance(value, str) else list(value)
+
+
+async def score_completions(
+    config: RewardConfig,
+    prompts: Sequence[Any] | None = None,
+    completions: Sequence[Any] = (),
+    log_metric: Callable[[str, float], None] | None = None,
+    **kwargs: Any,
+) -> list[float | None]:
+    """Score one batch of completions; see the module docstring for the contract."""
+    columns = dict(config.columns)
+    params = json.loads(config.params_json) or None
+    items = []
+    for index, completion in enumerate(completions):
+        item: dict[str, Any] = {"scorer": config.scorer, "completion": _text(completion), "params": params}
+        if prompts is not None and "prompt" not in columns:
+            item["prompt"] = _text(prompts[index])
+        for field, column in columns.items():
+            values = kwargs.get(column)
+            if values is None:
+                raise KeyError(
+                    f"dataset column {column!r} (for {field}) was not passed to the reward function"
+                )
+            item[field] = values[index]
+        items.append(item)
+    try:
+        results = await _client(config).score_batch(items)
+    except ClientError as exc:
+        raise RewardServerError(
+            f"reward server {config.target} gave no rewards within {config.max_wait_s:g}s: {exc}"
+        ) from exc
+    if log_metric is not None:
+        _log(config.name, results, log_metric)
+    return [_reward(result) for result in results]
+
+
+def _reward(result: ScoreResult) -> float | None:
+    if result.ok:
+        return result.reward
+    if result.status in _BAD_OUTPUT:
+        return 0.0
+    return None
+
+
+def _log(name: str, results: Sequence[ScoreResult], log_metric: Callable[[str, float], None]) -> None:
+    log_metric(
+        f"{name}/infrastructure_failures", float(sum(r.status.is_infrastructure_failure for r in results))
+    )
+    log_metric(f"{name}/bad_outputs", float(sum(r.status in _BAD_OUTPUT for r in results)))
+    components: dict[str, list[float]] = defaultdict(list)
+    for result in results:
+        if result.ok:
+            for component, value in result.components.items():
+                components[component].append(value)
+    for component, values in components.items():
+        log_metric(f"{name}/{component}", sum(values) / len(values))
