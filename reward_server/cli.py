@@ -250,6 +250,7 @@ def _result_json(result: ScoreResult) -> dict[str, Any]:
 @click.option("--prompt", default=None)
 @click.option("--reference", default=None, help="Reference / gold answer.")
 @click.option("--params", "params_json", default=None, help="Scorer params as a JSON object.")
+@click.option("--tests", "tests_json", default=None, help='Test cases as JSON, e.g. {"io_cases": [...]}.')
 @click.option(
     "--input",
     "input_path",
@@ -275,17 +276,14 @@ def score(
     prompt: str | None,
     reference: str | None,
     params_json: str | None,
+    tests_json: str | None,
     input_path: Path | None,
     output_path: Path | None,
     batch_size: int,
 ) -> None:
     """Score one sample from options, or every line of a JSONL file."""
-    params = None
-    if params_json is not None:
-        try:
-            params = json.loads(params_json)
-        except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"not JSON: {exc}", param_hint="--params") from exc
+    params = _json_option(params_json, "--params")
+    tests = _json_option(tests_json, "--tests")
     if input_path is None:
         if scorer is None:
             raise click.UsageError("give --scorer (and --completion), or --input FILE.jsonl")
@@ -296,6 +294,8 @@ def score(
             item["reference"] = reference
         if params is not None:
             item["params"] = params
+        if tests is not None:
+            item["tests"] = tests
         items = [item]
     else:
         items = _read_jsonl(input_path, scorer)
@@ -331,6 +331,15 @@ def score(
             click.echo(line)
     if len(results) > 1 or output_path is not None:
         _summary(results)
+
+
+def _json_option(text: str | None, name: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=name) from exc
 
 
 def _summary(results: list[ScoreResult]) -> None:

@@ -198,3 +198,22 @@ def test_serve_writes_structured_json_logs(serve, tmp_path: Path) -> None:  # ty
     assert serving["level"] == "info" and serving["logger"] == "arbiter.server"
     assert {"math", "format", "fake"} <= set(serving["scorers"])
     assert serving["address"].startswith("127.0.0.1:")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the code sandbox needs root")
+def test_score_code_with_tests_from_the_command_line() -> None:
+    tests = json.dumps({"io_cases": [{"input": "1", "output": "2"}, {"input": "5", "output": "6"}]})
+    done = _run(
+        "score",
+        "--in-process",
+        "--scorer",
+        "code",
+        "--completion",
+        "print(int(input()) + 1)",
+        "--tests",
+        tests,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["reward"] == 1.0
+    bad = _run("score", "--in-process", "--scorer", "code", "--tests", "{not json")
+    assert bad.returncode != 0 and "--tests" in bad.stderr
