@@ -305,3 +305,9 @@ def test_without_isolation_code_is_refused_unless_configured(monkeypatch: pytest
     weaker = CodeScorer()
     runner.add("weak_code", weaker, {"allow_weaker_isolation": True})
     assert weaker._probe(weaker.Params(allow_weaker_isolation=True)).report.weaker  # type: ignore[union-attr]
+
+
+def test_more_cases_than_allowed_are_refused_not_truncated(client: RewardClient) -> None:
+    tests = {"io_cases": [{"input": "1", "output": "1"}] * 257}
+    result = score(client, "print(input())", tests)
+    assert result.status is Status.INVALID_INPUT and "max_cases" in result.reason

@@ -222,6 +222,9 @@ class CodeScorer(Scorer):
             if params.require_block:
                 return ScoreResult(reward=0.0, details={"note": "no fenced code block in the completion"})
             code = sample.completion_text
+        count = len(tests.io_cases or ()) + len(tests.call_cases.inputs if tests.call_cases else ())
+        if count > params.max_cases:  # never score a silent subset
+            raise SampleError(f"{count} test cases; this scorer runs at most {params.max_cases} (max_cases)")
         limits = Limits(wall_s=params.wall_s, cpu_s=params.cpu_s, memory_bytes=params.memory_mb << 20)
         sandbox = self._sandbox(params)
         if tests.assert_program is not None:
@@ -276,7 +279,7 @@ class CodeScorer(Scorer):
         if compare == "checker" and not isinstance(checker_source, str):
             raise SampleError("compare = 'checker' needs a Python checker program in tests.options.checker")
         async with sandbox.program(language, code) as program:
-            for case in tests.io_cases[: params.max_cases]:
+            for case in tests.io_cases:
                 execution = await program.run(case.input, limits)
                 if execution.verdict is Verdict.SANDBOX_ERROR:
                     cases.append({"verdict": "sandbox_error", "detail": execution.detail})
@@ -295,9 +298,7 @@ class CodeScorer(Scorer):
                         ok = tokens_equal(case.output, actual, params.float_tolerance)
                     cases.append({"verdict": CASE_PASSED if ok else "wrong_answer"})
                 if params.mode == "first_failure" and cases[-1]["verdict"] != CASE_PASSED:
-                    cases.extend(
-                        {"verdict": "not_run"} for _ in tests.io_cases[len(cases) : params.max_cases]
-                    )
+                    cases.extend({"verdict": "not_run"} for _ in tests.io_cases[len(cases) :])
                     break
         return cases
 
@@ -321,9 +322,7 @@ class CodeScorer(Scorer):
         cases: list[dict[str, Any]] = []
         files = {"solution.py": code.encode()}
         async with sandbox.program("python", _CALL_HARNESS, files=files) as program:
-            for arguments, expected in list(zip(calls.inputs, calls.outputs, strict=True))[
-                : params.max_cases
-            ]:
+            for arguments, expected in zip(calls.inputs, calls.outputs, strict=True):
                 if not isinstance(arguments, list):
                     arguments = [arguments]
                 secret = secrets.token_hex(16)
@@ -346,7 +345,7 @@ class CodeScorer(Scorer):
                     ok = json_equal(expected, actual, params.float_tolerance)
                     cases.append({"verdict": CASE_PASSED if ok else "wrong_answer"})
                 if params.mode == "first_failure" and cases[-1]["verdict"] != CASE_PASSED:
-                    remaining = len(calls.inputs[: params.max_cases]) - len(cases)
+                    remaining = len(calls.inputs) - len(cases)
                     cases.extend({"verdict": "not_run"} for _ in range(remaining))
                     break
         return cases
