@@ -46,16 +46,22 @@ def main() -> None:
     """Arbiter: a reward and verification server for LLM post-training."""
 
 
+def _config_option(help_text: str) -> Any:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help=help_text,
+    )
+
+
+def _plugin_option(help_text: str) -> Any:
+    return click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help=help_text)
+
+
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="TOML or YAML config; without it the embedded default is used.",
-)
-@click.option(
-    "--plugin", "plugins", multiple=True, metavar="MODULE", help="Import scorers from MODULE (repeatable)."
-)
+@_config_option("TOML or YAML config; without it the embedded default is used.")
+@_plugin_option("Import scorers from MODULE (repeatable).")
 @click.option("--host", default=None, help="Address to bind [default: 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="gRPC port [default: 50051].")
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port [default: 9464].")
@@ -142,15 +148,8 @@ def _target(
 _target_options = [
     click.option("--target", default=None, help="Server address [default: 127.0.0.1:50051]."),
     click.option("--in-process", is_flag=True, help="Start a server in this process instead."),
-    click.option(
-        "--config",
-        "config_path",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="Config for --in-process.",
-    ),
-    click.option(
-        "--plugin", "plugins", multiple=True, metavar="MODULE", help="Plugin module for --in-process."
-    ),
+    _config_option("Config for --in-process."),
+    _plugin_option("Plugin module for --in-process."),
     click.option("--token", default=None, envvar=TOKEN_ENV, help=f"Bearer token [env: {TOKEN_ENV}]."),
     click.option(
         "--tls-ca",
