@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,10 @@ def main() -> None:
     """Arbiter: a reward and verification server for LLM post-training."""
 
 
-def _config_option(help_text: str) -> Any:
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _config_option(help_text: str) -> Decorator:
     return click.option(
         "--config",
         "config_path",
@@ -55,7 +58,7 @@ def _config_option(help_text: str) -> Any:
     )
 
 
-def _plugin_option(help_text: str) -> Any:
+def _plugin_option(help_text: str) -> Decorator:
     return click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help=help_text)
 
 
@@ -145,7 +148,7 @@ def _target(
         embedded.stop()
 
 
-_target_options = [
+_target_options: list[Decorator] = [
     click.option("--target", default=None, help="Server address [default: 127.0.0.1:50051]."),
     click.option("--in-process", is_flag=True, help="Start a server in this process instead."),
     _config_option("Config for --in-process."),
