@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 
+from ._docker import DEFAULT_IMAGES, DockerSandbox
 from ._engine import Execution, IsolationError, IsolationReport, Program, Sandbox, Verdict
 from ._languages import LANGUAGES, Language
 from ._limits import Limits
 
 __all__ = [
+    "DEFAULT_IMAGES",
+    "DockerSandbox",
     "LANGUAGES",
     "Execution",
     "IsolationError",

@@ -36,7 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
-from sandbox import Execution, IsolationError, Limits, Sandbox, Verdict
+from sandbox import DockerSandbox, Execution, IsolationError, Limits, Sandbox, Verdict
 from sdk import CONFIG_ONLY, Sample, SampleError, Scorer, ScoreResult, Status
 
 __all__ = ["CodeParams", "CodeScorer"]
@@ -75,6 +75,10 @@ class CodeParams(BaseModel):
     memory_mb: int = Field(512, gt=16, le=8192, json_schema_extra=_PINNED)
     max_cases: int = Field(256, gt=0, json_schema_extra=_PINNED)
     allow_weaker_isolation: bool = Field(False, json_schema_extra=_PINNED)
+    backend: Literal["process", "docker"] = Field("process", json_schema_extra=_PINNED)
+    docker_images: dict[str, str] | None = Field(
+        None, description="per-language images for the docker backend", json_schema_extra=_PINNED
+    )
 
 
 def extract_code(text: str, how: str) -> str | None:
@@ -178,7 +182,7 @@ class CodeScorer(Scorer):
     Params = CodeParams
 
     def __init__(self) -> None:
-        self._sandboxes: dict[bool, Sandbox | IsolationError] = {}
+        self._sandboxes: dict[tuple[Any, ...], Sandbox | DockerSandbox | IsolationError] = {}
 
     def setup(self, params: CodeParams) -> None:
         """Probe isolation at start-up and say what is missing. A host that cannot
@@ -187,25 +191,29 @@ class CodeScorer(Scorer):
         sandbox = self._probe(params)
         if isinstance(sandbox, IsolationError):
             log.warning("code scorer refuses to run code: %s", sandbox)
-        elif not sandbox.report.full:
+        elif isinstance(sandbox, Sandbox) and not sandbox.report.full:
             log.warning("code scorer runs in a WEAKER sandbox: %s", "; ".join(sandbox.report.weaker))
 
     def close(self) -> None:
         for sandbox in self._sandboxes.values():
-            if isinstance(sandbox, Sandbox):
+            if not isinstance(sandbox, IsolationError):
                 sandbox.close()
         self._sandboxes.clear()
 
-    def _probe(self, params: CodeParams) -> Sandbox | IsolationError:
-        weaker = params.allow_weaker_isolation
-        if weaker not in self._sandboxes:
+    def _probe(self, params: CodeParams) -> Sandbox | DockerSandbox | IsolationError:
+        images = tuple(sorted((params.docker_images or {}).items()))
+        key = (params.backend, params.allow_weaker_isolation, images)
+        if key not in self._sandboxes:
             try:
-                self._sandboxes[weaker] = Sandbox(strict=not weaker)
+                if params.backend == "docker":
+                    self._sandboxes[key] = DockerSandbox(dict(images) or None)
+                else:
+                    self._sandboxes[key] = Sandbox(strict=not params.allow_weaker_isolation)
             except IsolationError as exc:
-                self._sandboxes[weaker] = exc
-        return self._sandboxes[weaker]
+                self._sandboxes[key] = exc
+        return self._sandboxes[key]
 
-    def _sandbox(self, params: CodeParams) -> Sandbox:
+    def _sandbox(self, params: CodeParams) -> Sandbox | DockerSandbox:
         sandbox = self._probe(params)
         if isinstance(sandbox, IsolationError):
             raise SampleError(f"no sandbox: {sandbox}", Status.SCORER_ERROR)
@@ -256,7 +264,9 @@ class CodeScorer(Scorer):
             reward=reward, details={"format": kind, "passed": passed, "total": len(cases), "cases": cases}
         )
 
-    async def _assert_case(self, sandbox: Sandbox, code: str, tests: str, limits: Limits) -> dict[str, Any]:
+    async def _assert_case(
+        self, sandbox: Sandbox | DockerSandbox, code: str, tests: str, limits: Limits
+    ) -> dict[str, Any]:
         secret = secrets.token_hex(16)
         files = {"solution.py": code.encode(), "tests.py": tests.encode()}
         async with sandbox.program("python", _ASSERT_HARNESS, files=files) as program:
@@ -271,7 +281,13 @@ class CodeScorer(Scorer):
         return {"verdict": verdict, "detail": _tail(execution.stderr) or "the tests did not run to the end"}
 
     async def _io_cases(
-        self, sandbox: Sandbox, language: str, code: str, tests: Any, params: CodeParams, limits: Limits
+        self,
+        sandbox: Sandbox | DockerSandbox,
+        language: str,
+        code: str,
+        tests: Any,
+        params: CodeParams,
+        limits: Limits,
     ) -> list[dict[str, Any]]:
         cases: list[dict[str, Any]] = []
         compare = str(tests.options.get("compare", params.compare))
@@ -303,7 +319,13 @@ class CodeScorer(Scorer):
         return cases
 
     async def _check(
-        self, sandbox: Sandbox, checker: str, given: str, expected: str, actual: str, limits: Limits
+        self,
+        sandbox: Sandbox | DockerSandbox,
+        checker: str,
+        given: str,
+        expected: str,
+        actual: str,
+        limits: Limits,
     ) -> bool:
         """A checker program (trusted, from the sample) reads input, expected and
         actual output files and exits 0 to accept."""
@@ -317,7 +339,7 @@ class CodeScorer(Scorer):
         return execution.verdict is Verdict.OK
 
     async def _call_cases(
-        self, sandbox: Sandbox, code: str, calls: Any, params: CodeParams, limits: Limits
+        self, sandbox: Sandbox | DockerSandbox, code: str, calls: Any, params: CodeParams, limits: Limits
     ) -> list[dict[str, Any]]:
         cases: list[dict[str, Any]] = []
         files = {"solution.py": code.encode()}
