@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -40,12 +42,21 @@ class DockerSandbox:
     """Runs programs in containers; ``IsolationError`` when no engine answers."""
 
     def __init__(self, images: Mapping[str, str] | None = None, *, client: Any = None) -> None:
+        self._owns_client = client is None
+        if client is None:
+            _check_unix_socket()
         try:
             import docker
 
-            self._client = client or docker.from_env()
+            # A fixed API version: "auto" would query the engine here and leak its socket on failure.
+            self._client = client or docker.from_env(version="1.41")
+        except Exception as exc:
+            raise IsolationError(f"no Docker engine answers: {exc}") from exc
+        try:
             self._client.ping()
         except Exception as exc:
+            if self._owns_client:
+                self._client.close()
             raise IsolationError(f"no Docker engine answers: {exc}") from exc
         self.images = dict(DEFAULT_IMAGES if images is None else images)
         self.root = Path(tempfile.mkdtemp(prefix="arbiter-docker-"))
@@ -103,6 +114,8 @@ class DockerSandbox:
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        if self._owns_client:
+            self._client.close()
 
 
 class DockerProgram:
@@ -191,6 +204,21 @@ class DockerProgram:
         if oom:
             stderr += b"\nMemoryError: the container ran out of memory"
         return _verdict(report, b"", stdout, stderr, wall, timed_out, limits)
+
+
+def _check_unix_socket() -> None:
+    """Fail fast, and without the Docker library (which leaks a socket when the
+    engine is absent), when the engine's local socket does not answer."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return
+    path = host[len("unix://") :]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        try:
+            probe.connect(path)
+        except OSError as exc:
+            raise IsolationError(f"no Docker engine answers at {host}: {exc}") from exc
 
 
 def _read_capped(path: Path, limit: int) -> bytes:
