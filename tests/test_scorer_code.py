@@ -145,22 +145,22 @@ def test_extraction_picks_the_last_block_by_default(client: RewardClient) -> Non
 
 
 HACKS = {
-    "exit-before-tests": "import sys\ndef add(a, b): return 0\nsys.exit(0)",
-    "os-exit-before-tests": "import os\ndef add(a, b): return 0\nos._exit(0)",
+    "exit-before-tests": "import sys\ndef add(a, b): return -999\nsys.exit(0)",
+    "os-exit-before-tests": "import os\ndef add(a, b): return -999\nos._exit(0)",
     "exit-on-assert": (
-        "import sys, builtins\ndef add(a, b): return 0\nsys.excepthook = lambda *a: sys.exit(0)"
+        "import sys, builtins\ndef add(a, b): return -999\nsys.excepthook = lambda *a: sys.exit(0)"
     ),
-    "atexit-exit-zero": "import atexit, os\ndef add(a, b): return 0\natexit.register(lambda: os._exit(0))",
+    "atexit-exit-zero": "import atexit, os\ndef add(a, b): return -999\natexit.register(lambda: os._exit(0))",
     "signal-handler": (
-        "import signal, os\ndef add(a, b): return 0\n"
+        "import signal, os\ndef add(a, b): return -999\n"
         "signal.signal(signal.SIGABRT, lambda *a: os._exit(0))\nos.abort()"
     ),
-    "fake-pass-marker": "def add(a, b): return 0\nprint('All tests passed')\nprint('OK')",
+    "fake-pass-marker": "def add(a, b): return -999\nprint('All tests passed')\nprint('OK')",
     "kill-the-harness": (
-        "import os, signal\ndef add(a, b): return 0\nos.kill(os.getppid() or 1, signal.SIGKILL)"
+        "import os, signal\ndef add(a, b): return -999\nos.kill(os.getppid() or 1, signal.SIGKILL)"
     ),
-    "kill-everything": "import os, signal\ndef add(a, b): return 0\nos.kill(-1, signal.SIGKILL)",
-    "print-then-crash-tests": "def add(a, b): return 0\nimport sys\nprint('\\n' * 3)\n",
+    "kill-everything": "import os, signal\ndef add(a, b): return -999\nos.kill(-1, signal.SIGKILL)",
+    "print-then-crash-tests": "def add(a, b): return -999\nimport sys\nprint('\\n' * 3)\n",
 }
 
 
@@ -169,6 +169,36 @@ def test_reward_hacks_on_assert_programs_score_zero(client: RewardClient, hack: 
     result = score(client, HACKS[hack], ADD_TESTS)
     assert result.status is Status.OK, result.reason
     assert result.reward == 0.0, result.details
+
+
+def test_a_forged_report_cannot_pass_value_asserts(client: RewardClient) -> None:
+    # Finds the harness's secret in memory and reports made-up values for every check:
+    # the expected values are not in its process, so it can only guess.
+    forger = (
+        "import gc, re, sys\n"
+        "def add(a, b): return -999\n"
+        "for obj in gc.get_objects():\n"
+        "    if isinstance(obj, dict):\n"
+        "        for value in list(obj.values()):\n"
+        "            if isinstance(value, str) and re.fullmatch('[0-9a-f]{32}', value):\n"
+        "                for i in range(2):\n"
+        "                    sys.stdout.write(f'\\n{value} {i} ' + '{\"repr\": \"12345\"}' + '\\n')\n"
+    )
+    result = score(client, forger, ADD_TESTS)
+    assert result.reward == 0.0, result.details
+
+
+def test_each_value_assert_is_a_case_and_types_matter(client: RewardClient) -> None:
+    tests = {
+        "assert_program": (
+            "CASES = 2\nassert pair(1) == (1, 1)\nassert pair(2) == (2, 2)\nassert pair(3) == [3, 3]\n"
+        )
+    }
+    result = score(client, "def pair(x):\n    return (x, x)\n", tests)
+    assert [c["verdict"] for c in result.details["cases"]] == ["passed", "passed", "wrong_answer"]
+    assert result.reward == pytest.approx(2 / 3)
+    always = "class Any:\n    def __eq__(self, other): return True\ndef pair(x): return Any()\n"
+    assert score(client, always, tests).reward == 0.0
 
 
 def test_always_equal_objects_fail_call_cases(client: RewardClient) -> None:

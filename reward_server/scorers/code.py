@@ -3,11 +3,14 @@ the sandbox, and decide every verdict on the trusted side.
 
 Test formats (``sample.tests``):
 
-* ``assert_program`` (Python): the test code runs after the solution in one
-  program. It passes only if a per-run secret, handed to the harness on stdin
-  before any untrusted code runs, is printed by the harness *after* the last test
-  line: an early ``sys.exit(0)``/``os._exit(0)``, an ``atexit`` or signal trick, or
-  a printed "all tests passed" never produce it.
+* ``assert_program`` (Python). In the common shape (setup statements, then only
+  ``assert <expression> == <literal>`` lines) every assert is its own case: the
+  program computes the left-hand sides, and their ``repr`` is read back as a plain
+  literal and compared here; the expected values never enter the program. Any other
+  shape runs as one program that passes only if a per-run secret, handed to the
+  harness on stdin before any untrusted code runs, is printed *after* the last
+  test line: an early ``sys.exit(0)``/``os._exit(0)``, an ``atexit`` or signal
+  trick, or a printed "all tests passed" never produce it.
 * ``io_cases``: the program reads each input on stdin; its stdout is compared here,
   token by token (whitespace-insensitive, numbers within a tolerance), exactly, or
   by a checker program (``tests.options.checker``) run in the sandbox.
@@ -20,12 +23,13 @@ Modes: ``fraction`` of cases passed (default), ``all_or_nothing``, or
 ``first_failure`` (stop at the first failing case). Per-case verdicts are in
 ``details["cases"]``. A sample without test cases is INVALID_INPUT, never a pass.
 
-Known limit: code that deliberately inspects the interpreter (frames, ``gc``) while
-the tests run could find the harness's secret; see docs/sandbox.md.
+Known limit, for assert programs of other shapes only: code that deliberately
+inspects the interpreter (frames, ``gc``) could find the secret; see docs/sandbox.md.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import math
@@ -142,6 +146,23 @@ def _arbiter_run():
 _arbiter_run()
 """
 
+_VALUE_HARNESS = """import json, sys
+def _arbiter_run():
+    secret = sys.stdin.readline().strip()
+    request = json.loads(sys.stdin.readline())
+    namespace = {"__name__": "__main__"}
+    exec(compile(open("solution.py").read(), "solution.py", "exec"), namespace)
+    exec(compile(request["setup"], "tests.py", "exec"), namespace)
+    for index, expression in enumerate(request["expressions"]):
+        try:
+            report = {"repr": repr(eval(compile(expression, "tests.py", "eval"), namespace))}
+        except BaseException as exc:
+            report = {"error": type(exc).__name__ + ": " + str(exc)[:200]}
+        sys.stdout.write("\\n" + secret + " " + str(index) + " " + json.dumps(report) + "\\n")
+        sys.stdout.flush()
+_arbiter_run()
+"""
+
 _CALL_HARNESS = """import json, sys
 def _arbiter_run():
     secret = sys.stdin.readline().strip()
@@ -158,6 +179,43 @@ def _arbiter_run():
     sys.stdout.flush()
 _arbiter_run()
 """
+
+
+def split_value_asserts(program: str) -> tuple[str, list[tuple[str, Any]]] | None:
+    """``(setup, [(expression, expected), ...])`` when the test program is setup
+    statements followed only by ``assert <expression> == <literal>`` lines (the MBPP
+    shape); None for any other shape, which then runs as one program."""
+    try:
+        tree = ast.parse(program)
+    except SyntaxError:
+        return None
+    setup: list[ast.stmt] = []
+    checks: list[tuple[str, Any]] = []
+    for node in tree.body:
+        if isinstance(node, ast.Assert):
+            test = node.test
+            if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+                return None
+            try:
+                expected = ast.literal_eval(test.comparators[0])
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                return None
+            checks.append((ast.unparse(test.left), expected))
+        elif checks:
+            return None  # statements between asserts: keep the program's own order
+        else:
+            setup.append(node)
+    if not checks:
+        return None
+    return ast.unparse(ast.Module(body=setup, type_ignores=[])), checks
+
+
+def _plain_equal(expected: Any, actual: Any) -> bool:
+    """``==`` between plain literal values, as the assert would have done."""
+    try:
+        return bool(expected == actual)
+    except Exception:
+        return False
 
 
 def _case_verdict(execution: Execution) -> str:
@@ -240,7 +298,11 @@ class CodeScorer(Scorer):
                 raise SampleError("the assert program is empty; an empty suite never passes")
             if language != "python":
                 raise SampleError("assert programs are Python; use io_cases for other languages")
-            cases = [await self._assert_case(sandbox, code, tests.assert_program, limits)]
+            split = split_value_asserts(tests.assert_program)
+            if split is not None:
+                cases = await self._value_asserts(sandbox, code, *split, limits)
+            else:
+                cases = [await self._assert_case(sandbox, code, tests.assert_program, limits)]
         elif tests.io_cases is not None:
             if not tests.io_cases:
                 raise SampleError("io_cases is empty; an empty suite never passes")
@@ -263,6 +325,59 @@ class CodeScorer(Scorer):
         return ScoreResult(
             reward=reward, details={"format": kind, "passed": passed, "total": len(cases), "cases": cases}
         )
+
+    async def _value_asserts(
+        self,
+        sandbox: Sandbox | DockerSandbox,
+        code: str,
+        setup: str,
+        checks: list[tuple[str, Any]],
+        limits: Limits,
+    ) -> list[dict[str, Any]]:
+        """Each ``assert expr == literal`` as its own case: the program computes the
+        left-hand sides; the expected values never enter it and are compared here."""
+        secret = secrets.token_hex(16)
+        request = json.dumps({"setup": setup, "expressions": [expression for expression, _ in checks]})
+        files = {"solution.py": code.encode()}
+        async with sandbox.program("python", _VALUE_HARNESS, files=files) as program:
+            execution = await program.run(secret + "\n" + request + "\n", limits)
+        if execution.verdict is Verdict.SANDBOX_ERROR:
+            return [{"verdict": "sandbox_error", "detail": execution.detail}]
+        values: dict[int, Any] = {}
+        for line in execution.stdout.decode(errors="replace").splitlines():
+            head, _, rest = line.partition(" ")
+            if head != secret:
+                continue
+            position, _, payload = rest.partition(" ")
+            if position.isdigit() and int(position) not in values:  # a check's first report counts
+                try:
+                    values[int(position)] = json.loads(payload)
+                except json.JSONDecodeError:
+                    values[int(position)] = None
+        cases: list[dict[str, Any]] = []
+        for index, (expression, expected) in enumerate(checks):
+            if index not in values:
+                verdict = "runtime_error" if execution.verdict is Verdict.OK else _case_verdict(execution)
+                cases.append(
+                    {"verdict": verdict, "expression": expression, "detail": _tail(execution.stderr)}
+                )
+                continue
+            reported = values[index]
+            if not isinstance(reported, dict) or "repr" not in reported:
+                error = reported.get("error") if isinstance(reported, dict) else None
+                cases.append(
+                    {"verdict": "runtime_error", "expression": expression, "detail": str(error)[:300]}
+                )
+                continue
+            try:
+                actual = ast.literal_eval(reported["repr"])
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                # not a plain value: an object whose repr is not a literal never equals one
+                cases.append({"verdict": "wrong_answer", "expression": expression})
+                continue
+            ok = _plain_equal(expected, actual)
+            cases.append({"verdict": CASE_PASSED if ok else "wrong_answer", "expression": expression})
+        return cases
 
     async def _assert_case(
         self, sandbox: Sandbox | DockerSandbox, code: str, tests: str, limits: Limits
