@@ -9,6 +9,14 @@ For each scorer, over the same samples, in one run:
   samples sent in batches through ``RewardClient.score_batch``;
 * concurrent ``Score``: many asyncio tasks, one ``Score`` call per sample.
 
+The baseline is what a trainer would do without Arbiter: import the scorer and call
+it in its own loop, in one process. It includes parameter binding and result
+normalisation, as the server does, so the ratio prices exactly what serving adds
+(protobuf, gRPC, dispatch) and what it buys (a pool of worker processes). The
+server runs in its own process, as a trainer reaches it; ``--embedded`` runs it on
+a thread of this process instead (``EmbeddedServer``), where client and server
+share one GIL, so its figures are a lower bound.
+
 It prints samples/s and the ratio server / in-process. ``format`` is a
 microsecond scorer on the event loop, so gRPC costs dominate and its ratio is
 below 1; ``math`` runs in the server's worker processes, one per core, so it can
@@ -28,11 +36,13 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from serving import start_server
 
+from reward_server.embedded import EmbeddedServer
 from reward_server.scorers import FormatScorer, MathScorer
 from sdk import AsyncRewardClient, RewardClient, Sample, Scorer, ScoreResult
 from sdk._execute import bind_params, run_sync
@@ -71,6 +81,21 @@ def math_items(count: int, rng: random.Random) -> list[dict[str, Any]]:
             completion, reference = f"The final answer is {a * b}.", str(a * b)
         items.append({"scorer": "math", "completion": completion, "reference": reference})
     return items
+
+
+@contextmanager
+def serving(embedded: bool) -> Iterator[str]:
+    """A server with the default config on loopback; yields its target."""
+    if embedded:
+        with EmbeddedServer() as server:
+            yield server.target
+        return
+    target, process = start_server()
+    try:
+        yield target
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
 
 
 def in_process(scorer: Scorer, items: list[dict[str, Any]]) -> tuple[float, list[ScoreResult]]:
@@ -120,19 +145,26 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--scorers", default="format,math")
-    parser.add_argument("--json", dest="json_path", default=None)
+    parser.add_argument("--json", dest="json_path", default=None, help="also write the figures here")
+    parser.add_argument(
+        "--embedded", action="store_true", help="serve from a thread of this process (shares the GIL)"
+    )
     args = parser.parse_args()
 
+    names = [name.strip() for name in args.scorers.split(",") if name.strip()]
+    unknown = sorted(set(names) - {"format", "math"})
+    if unknown or not names:
+        parser.error(f"--scorers takes format and/or math, not {', '.join(unknown) or 'nothing'}")
     rng = random.Random(7)
     plans: dict[str, tuple[Scorer, Callable[[int, random.Random], list[dict[str, Any]]], int]] = {
         "format": (FormatScorer(), format_items, args.samples),
         "math": (MathScorer(), math_items, max(1, args.samples // 2)),
     }
     figures: dict[str, dict[str, float]] = {}
-    target, process = start_server()
     workers = os.cpu_count() or 1  # the default config's worker pool size
-    try:
-        for name in args.scorers.split(","):
+    mode = "embedded (thread of this process)" if args.embedded else "arbiter serve (own process)"
+    with serving(args.embedded) as target:
+        for name in names:
             scorer, make, count = plans[name]
             items = make(count, rng)
             # warm-up: imports and caches in this process and in every worker
@@ -151,9 +183,6 @@ def main() -> None:
                 "score_batch_ratio": batch_rate / base_rate,
                 "concurrent_score_ratio": call_rate / base_rate,
             }
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
     calls = f"Score x{args.concurrency}/s"
     print(
@@ -164,7 +193,15 @@ def main() -> None:
             f"{name:<8}{f['samples']:>9.0f}{f['in_process_per_s']:>15.0f}{f['score_batch_per_s']:>15.0f}"
             f"{f['concurrent_score_per_s']:>15.0f}{f['score_batch_ratio']:>12.2f}x{f['concurrent_score_ratio']:>12.2f}x"
         )
-    print(f"(server worker processes: {workers}; cpus: {os.cpu_count()}; rewards identical to in-process)")
+    print()
+    for name, f in figures.items():
+        print(f"{name}: ScoreBatch / in-process = {f['score_batch_ratio']:.2f}x")
+        ratio = f["concurrent_score_ratio"]
+        print(f"{name}: {args.concurrency} concurrent Score / in-process = {ratio:.2f}x")
+    print(
+        f"(server: {mode}; worker processes: {workers}; cpus: {os.cpu_count()};"
+        " rewards identical to in-process)"
+    )
     if args.json_path:
         with open(args.json_path, "w") as handle:
             json.dump(
@@ -172,10 +209,18 @@ def main() -> None:
                     "python": platform.python_version(),
                     "machine": platform.machine(),
                     "cpus": os.cpu_count(),
+                    "server": "embedded" if args.embedded else "process",
                     "server_workers": workers,
                     "concurrency": args.concurrency,
                     "batch": args.batch,
                     "figures": figures,
+                    "ratios": {
+                        name: {
+                            "score_batch_over_in_process": f["score_batch_ratio"],
+                            "concurrent_score_over_in_process": f["concurrent_score_ratio"],
+                        }
+                        for name, f in figures.items()
+                    },
                 },
                 handle,
                 indent=2,
