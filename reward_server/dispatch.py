@@ -114,8 +114,13 @@ class Dispatcher:
         remaining = None if deadline is None else deadline - queued_at
         if remaining is not None and remaining <= 0:
             return ScoreResult.failure(Status.DEADLINE_EXCEEDED, "the request's deadline had passed")
+        # Calls made by a scorer (composite components) take no slot: their outer call
+        # holds one, and a composite nested in itself would otherwise wait on itself.
+        nested = _depth.get() > 1
         try:
-            if served.slots.locked():
+            if nested:
+                pass
+            elif served.slots.locked():
                 await asyncio.wait_for(served.slots.acquire(), remaining)
             else:
                 await served.slots.acquire()  # free slot: no timer task needed
@@ -132,7 +137,8 @@ class Dispatcher:
             # one copy: this name (callers see the name they asked for) and queue time
             return dataclasses.replace(result, scorer=served.name, queued_ms=result.queued_ms + queued_ms)
         finally:
-            served.slots.release()
+            if not nested:
+                served.slots.release()
 
     async def _run(
         self, served: ServedScorer, sample: Sample, params: Any, deadline: float | None

@@ -106,6 +106,10 @@ class ChannelSettings:
         return [
             ("grpc.service_config", json.dumps(service_config)),
             ("grpc.enable_retries", 1),
+            # gRPC retries only calls that fit its retry buffer (256 KiB by default);
+            # a group of completions is larger, and would silently get no retries.
+            ("grpc.per_rpc_retry_buffer_size", self.max_message_bytes),
+            ("grpc.retry_buffer_size", 4 * self.max_message_bytes),
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
         ]

@@ -67,3 +67,12 @@ def test_no_server_is_a_clear_error_after_retries() -> None:
 def test_mixed_address_families_are_refused() -> None:
     with pytest.raises(ValueError, match="IPv4 or all IPv6"):
         RewardClient(["127.0.0.1:1", "[::1]:2"])
+
+
+def test_large_calls_are_retried_too() -> None:
+    # gRPC retries only calls within its retry buffer; the client sizes it for whole batches
+    with RewardClient(f"127.0.0.1:{_free_port()}", timeout=10) as client:
+        started = time.perf_counter()
+        with pytest.raises(ServerUnavailableError):
+            client.score_batch([{"scorer": "fake", "completion": "x" * 200_000}] * 3)
+        assert time.perf_counter() - started > 0.2  # backoff happened: it was retried

@@ -160,3 +160,13 @@ def test_invalid_composites_are_invalid_input(client: RewardClient, params: dict
 def test_self_including_composite_is_stopped(client: RewardClient) -> None:
     result = client.score(scorer="loop")
     assert result.status is Status.INVALID_INPUT and "nest" in result.reason
+
+
+def test_composite_nested_in_itself_does_not_deadlock_on_its_own_limit() -> None:
+    from reward_server.config import ArbiterConfig, ScorerConfig
+
+    config = ArbiterConfig(scorers={"composite": ScorerConfig(type="composite", max_concurrency=2)})
+    nested = {"components": [{"scorer": "composite", "params": {"components": [{"scorer": "length"}]}}]}
+    with EmbeddedServer(config) as server, RewardClient(server.target, timeout=20) as c:
+        results = c.score_batch([{"scorer": "composite", "params": nested}] * 6)
+    assert all(r.ok for r in results), [r.reason for r in results]

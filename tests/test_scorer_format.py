@@ -75,3 +75,16 @@ def test_catastrophic_pattern_is_a_timeout_quickly() -> None:
 def test_bad_params_are_invalid_input(params: dict[str, Any], message: str) -> None:
     result = assert_reward(FormatScorer, 0.0, "{}", params=params, status=Status.INVALID_INPUT)
     assert message in result.reason
+
+
+def test_catastrophic_pattern_inside_a_json_schema_is_a_timeout() -> None:
+    schema = {"properties": {"a": {"type": "string", "pattern": "^(a|aa)+$"}}}
+    started = time.perf_counter()
+    completion = '{"a": "' + "a" * 60 + '!"}'
+    assert_reward(FormatScorer, 0.0, completion, params={"json_schema": schema}, status=Status.TIMEOUT)
+    assert time.perf_counter() - started < 1.0
+    keyed = {"patternProperties": {"^(a|aa)+$": {"type": "integer"}}}
+    assert_reward(
+        FormatScorer, 0.0, '{"' + "a" * 60 + '!": 1}', params={"json_schema": keyed}, status=Status.TIMEOUT
+    )
+    assert_reward(FormatScorer, 1.0, '{"a": "aaa"}', params={"json_schema": schema})

@@ -68,6 +68,27 @@ def _tag_pattern(tag: str) -> regex.Pattern[str]:
     return _compile(rf"<{escaped}>(.*?)</{escaped}>", regex.DOTALL)
 
 
+def _bounded_validator(base: Any, timeout_s: float) -> Any:
+    """``base`` with ``pattern`` and ``patternProperties`` evaluated by ``regex`` under a
+    timeout: schemas come from requests, and jsonschema's own ``re`` cannot be stopped.
+    A timeout propagates as TimeoutError (the scorer reports TIMEOUT)."""
+
+    def pattern(validator: Any, expected: str, instance: Any, schema: Any) -> Any:
+        if isinstance(instance, str) and _compile(expected, 0).search(instance, timeout=timeout_s) is None:
+            yield jsonschema.ValidationError(f"{instance!r} does not match {expected!r}")
+
+    def pattern_properties(validator: Any, properties: dict[str, Any], instance: Any, schema: Any) -> Any:
+        if not isinstance(instance, dict):
+            return
+        for expression, subschema in properties.items():
+            compiled = _compile(expression, 0)
+            for key, item in instance.items():
+                if compiled.search(key, timeout=timeout_s) is not None:
+                    yield from validator.descend(item, subschema, path=key, schema_path=expression)
+
+    return jsonschema.validators.extend(base, {"pattern": pattern, "patternProperties": pattern_properties})
+
+
 def _json_text(text: str) -> str:
     """The JSON part: a ```json fenced block, else the whole text, else the first {...}."""
     fenced = _compile(r"```(?:json)?\s*\n(.*?)```", regex.DOTALL).search(text)
@@ -107,7 +128,12 @@ class FormatScorer(Scorer):
                 " (catastrophic backtracking?)",
             )
         if params.json_valid or params.json_schema is not None:
-            checks["json"] = self._json(text, params, details)
+            try:
+                checks["json"] = self._json(text, params, details)
+            except TimeoutError:
+                return ScoreResult.failure(
+                    Status.TIMEOUT, f"a json_schema pattern took longer than {params.regex_timeout_s:g}s"
+                )
         if not checks:
             raise SampleError("format needs at least one check: pattern, tags, json or json_schema")
         passed = sum(checks.values())
@@ -149,11 +175,15 @@ class FormatScorer(Scorer):
         if params.json_schema is None:
             return True
         try:
-            validator_class = jsonschema.validators.validator_for(params.json_schema)
-            validator_class.check_schema(params.json_schema)
+            base = jsonschema.validators.validator_for(params.json_schema)
+            base.check_schema(params.json_schema)
         except jsonschema.SchemaError as exc:
             raise SampleError(f"json_schema is not a valid schema: {exc.message}") from None
-        error = jsonschema.exceptions.best_match(validator_class(params.json_schema).iter_errors(value))
+        validator = _bounded_validator(base, params.regex_timeout_s)(params.json_schema)
+        try:
+            error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        except RecursionError:
+            raise SampleError("json_schema or the JSON nests too deeply to check") from None
         if error is not None:
             details["schema_error"] = error.message
             return False
