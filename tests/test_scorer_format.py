@@ -12,6 +12,10 @@ from sdk import Status
 from sdk.testing import assert_reward
 
 THINK_ANSWER = "<think>2+2 is 4</think>\n<answer>4</answer>"
+STRING_PATTERN = {"properties": {"a": {"type": "string", "pattern": "^x"}}}
+PATTERN_KEYS = {"patternProperties": {"^a": {"type": "integer"}}, "additionalProperties": False}
+LOCAL_REF = {"$defs": {"n": {"type": "integer"}}, "properties": {"a": {"$ref": "#/$defs/n"}}}
+NESTED = {"items": {"$ref": "#"}}
 
 
 @pytest.mark.parametrize(
@@ -46,6 +50,16 @@ THINK_ANSWER = "<think>2+2 is 4</think>\n<answer>4</answer>"
             '{"b": 1}', {"json_schema": {"type": "object", "required": ["a"]}}, 0.0, id="schema-fails"
         ),
         pytest.param("", {"pattern": r"\d"}, 0.0, id="empty-completion"),
+        pytest.param("{}", {"json_valid": True}, 1.0, id="json-by-field-name"),
+        pytest.param('{"a": "x1"}', {"json_schema": STRING_PATTERN}, 1.0, id="schema-pattern-ok"),
+        pytest.param('{"a": "1x"}', {"json_schema": STRING_PATTERN}, 0.0, id="schema-pattern-fails"),
+        pytest.param('{"ab": 1}', {"json_schema": PATTERN_KEYS}, 1.0, id="schema-pattern-keys-ok"),
+        pytest.param('{"ab": 1, "z": 2}', {"json_schema": PATTERN_KEYS}, 0.0, id="schema-extra-key"),
+        pytest.param('{"ab": "1"}', {"json_schema": PATTERN_KEYS}, 0.0, id="schema-pattern-key-type"),
+        pytest.param('{"a": 1}', {"json_schema": LOCAL_REF}, 1.0, id="schema-local-ref-ok"),
+        pytest.param('{"a": "1"}', {"json_schema": LOCAL_REF}, 0.0, id="schema-local-ref-fails"),
+        pytest.param("[" * 900 + "]" * 900, {"json_schema": NESTED}, 0.0, id="schema-too-deep"),
+        pytest.param("[" * 5000 + "]" * 5000, {"json": True}, 0.0, id="json-too-deep"),
     ],
 )
 def test_checks(completion: str, params: dict[str, Any], reward: float) -> None:
@@ -58,10 +72,25 @@ def test_partial_credit_is_the_fraction_of_checks_passed() -> None:
     assert result.details["checks"] == {"pattern": True, "tags": True, "json": False}
 
 
-def test_catastrophic_pattern_is_a_timeout_quickly() -> None:
+# (a+)+$ is the textbook case, but the regex module defuses it; (a|aa)+$ it cannot.
+@pytest.mark.parametrize(
+    "completion, params",
+    [
+        pytest.param("a" * 60 + "b", {"pattern": r"(a|aa)+$"}, id="pattern"),
+        pytest.param(
+            '{"' + "a" * 60 + 'b": 1}',
+            # additionalProperties matches keys against patternProperties with re too;
+            # first here, it ran exponentially before patternProperties could time out
+            {"json_schema": {"additionalProperties": {}, "patternProperties": {"^(a|aa)+$": {}}}},
+            id="schema-additional-properties",
+        ),
+    ],
+)
+def test_catastrophic_pattern_is_a_timeout_quickly(completion: str, params: dict[str, Any]) -> None:
     started = time.perf_counter()
-    assert_reward(FormatScorer, 0.0, "a" * 60 + "b", params={"pattern": r"(a|aa)+$"}, status=Status.TIMEOUT)
+    result = assert_reward(FormatScorer, 0.0, completion, params=params, status=Status.TIMEOUT)
     assert time.perf_counter() - started < 1.0
+    assert "0.1s" in result.reason
 
 
 @pytest.mark.parametrize(
@@ -70,6 +99,15 @@ def test_catastrophic_pattern_is_a_timeout_quickly() -> None:
         pytest.param({}, "at least one check", id="no-checks"),
         pytest.param({"pattern": "("}, "invalid pattern", id="bad-regex"),
         pytest.param({"json_schema": {"type": 12}}, "not a valid schema", id="bad-schema"),
+        pytest.param({"json_schema": {"pattern": "(?<"}}, "not a valid schema", id="bad-schema-regex"),
+        pytest.param({"json_schema": {"$ref": "#/$defs/none"}}, "does not resolve", id="dangling-ref"),
+        # never fetched: a request must not make the server open URLs (or block its loop on one)
+        pytest.param({"json_schema": {"$ref": "http://127.0.0.1:9/s.json"}}, "not fetched", id="remote-ref"),
+        pytest.param(
+            {"json_schema": {"patternProperties": {"^a": {}}, "unevaluatedProperties": False}},
+            "not supported",
+            id="unevaluated-with-pattern-properties",
+        ),
     ],
 )
 def test_bad_params_are_invalid_input(params: dict[str, Any], message: str) -> None:

@@ -30,3 +30,9 @@ def test_negative_limit_is_refused() -> None:
     from sdk import Status
 
     assert_reward(LengthScorer, 0.0, "x", params={"limit": -1}, status=Status.INVALID_INPUT)
+
+
+def test_details_hold_length_and_excess() -> None:
+    # 2300 chars, limit 2000, 0.0001 per char: -0.0001 x (2300 - 2000) = -0.03
+    result = assert_reward(LengthScorer, -0.03, "x" * 2300, params={"penalty_per_unit": 0.0001})
+    assert result.details["length"] == 2300 and result.details["excess"] == 300

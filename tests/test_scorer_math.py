@@ -27,6 +27,8 @@ from sdk.testing import LocalRunner, assert_reward
         pytest.param("The answer is $(x+1)^2$", "x^2+2x+1", 1.0, id="bare-gold-expression"),
         pytest.param("x^2+2x+1", "(x+1)^2", 1.0, id="sympy-plain-expressions"),
         pytest.param("x^2+2x+2", "(x+1)^2", 0.0, id="sympy-plain-unequal"),
+        pytest.param("[1,2)", "[1,2)", 1.0, id="bare-interval-completion"),
+        pytest.param("\\{1,2\\}", "\\{2,1\\}", 1.0, id="bare-set-completion"),
         pytest.param("", "2", 0.0, id="empty-completion"),
         pytest.param("I do not know", "2", 0.0, id="no-answer"),
     ],
@@ -49,6 +51,29 @@ def test_boxed_only_extraction_ignores_unboxed_answers() -> None:
         MathScorer, 0.0, "The final answer is 42.", reference="42", params={"answer_extraction": "boxed"}
     )
     assert_reward(MathScorer, 1.0, "so \\boxed{42}", reference="42", params={"answer_extraction": "boxed"})
+
+
+def test_bare_expression_completion_is_read_without_sympy() -> None:
+    result = assert_reward(MathScorer, 1.0, "x^2+2x+1", reference="(x+1)^2", params={"fallback_sympy": False})
+    assert result.details["decided_by"] == "math_verify"
+
+
+@pytest.mark.parametrize(
+    "completion, reference",
+    [
+        pytest.param("2*x", "x*2", id="math-verify-reads-only-2"),
+        pytest.param("sqrt(2)/2", "1/sqrt(2)", id="math-verify-reads-nothing"),
+    ],
+)
+def test_sympy_decides_what_math_verify_cannot(completion: str, reference: str) -> None:
+    result = assert_reward(MathScorer, 1.0, completion, reference=reference)
+    assert result.details["decided_by"] == "sympy"
+    assert result.details["extracted"] == [str(result.details["extracted"][0])]
+    assert_reward(MathScorer, 0.0, completion, reference=reference, params={"fallback_sympy": False})
+
+
+def test_fractional_time_budget_is_accepted() -> None:
+    assert_reward(MathScorer, 1.0, "\\boxed{2}", reference="2", params={"timeout_s": 0.5})
 
 
 def test_details_say_what_was_extracted_and_who_decided() -> None:
