@@ -11,7 +11,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sdk import Sample, SampleError, Scorer, ScoreResult, scorer
+from sdk import NoParams, Sample, SampleError, Scorer, ScoreResult, scorer
 
 
 class KeywordParams(BaseModel):
@@ -22,6 +22,12 @@ class KeywordParams(BaseModel):
     whole_words: bool = True
 
 
+def _pattern(word: str, whole_words: bool) -> str:
+    # Look-arounds rather than \b, so keywords that start or end with a symbol ("C++", ".NET") still
+    # match as whole words.
+    return rf"(?<!\w){re.escape(word)}(?!\w)" if whole_words else re.escape(word)
+
+
 @scorer("keywords", params=KeywordParams)
 def keywords(sample: Sample, params: KeywordParams) -> ScoreResult:
     """Share of the required keywords that the completion mentions."""
@@ -29,13 +35,9 @@ def keywords(sample: Sample, params: KeywordParams) -> ScoreResult:
         raise SampleError("keywords needs a non-empty params.keywords list")
     flags = 0 if params.case_sensitive else re.IGNORECASE
     text = sample.completion_text
-    found = [
-        word
-        for word in params.keywords
-        if re.search(rf"\b{re.escape(word)}\b" if params.whole_words else re.escape(word), text, flags)
-    ]
-    missing = [w for w in params.keywords if w not in found]
-    return ScoreResult(reward=len(found) / len(params.keywords), details={"missing": missing})
+    missing = [w for w in params.keywords if not re.search(_pattern(w, params.whole_words), text, flags)]
+    found = len(params.keywords) - len(missing)
+    return ScoreResult(reward=found / len(params.keywords), details={"missing": missing})
 
 
 class StartsWithAnswer(Scorer):
@@ -43,7 +45,10 @@ class StartsWithAnswer(Scorer):
 
     name = "starts_with_answer"
 
-    def score(self, sample: Sample, params: BaseModel) -> float:
-        if not sample.reference:
+    def score(self, sample: Sample, params: NoParams) -> float:
+        answer = (sample.reference or "").strip().lower()
+        if not answer:
             raise SampleError("starts_with_answer needs the answer in the sample's reference")
-        return float(sample.completion_text.lstrip().lower().startswith(sample.reference.strip().lower()))
+        text = sample.completion_text.lstrip().lower()
+        # "42" opens "42, because..." but not "420": the answer must end at a word boundary.
+        return float(text.startswith(answer) and not text[len(answer) : len(answer) + 1].isalnum())
