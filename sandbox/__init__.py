@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 
 from ._docker import DEFAULT_IMAGES, DockerSandbox
-from ._engine import Execution, IsolationError, IsolationReport, Program, Sandbox, Verdict
+from ._engine import DEFAULT_UIDS, Execution, IsolationError, IsolationReport, Program, Sandbox, Verdict
 from ._languages import LANGUAGES, Language
 from ._limits import Limits
 
 __all__ = [
     "DEFAULT_IMAGES",
+    "DEFAULT_UIDS",
     "DockerSandbox",
     "LANGUAGES",
     "Execution",
@@ -36,12 +37,14 @@ __all__ = [
     "run",
 ]
 
-_default: Sandbox | None = None
+_default: tuple[Sandbox, asyncio.Runner] | None = None
 
 
 def run(language: str, source: str, *, stdin: bytes | str = b"", limits: Limits | None = None) -> Execution:
-    """Run one program in a process-wide default (strict) sandbox; blocking."""
+    """Run one program in a process-wide default (strict) sandbox; blocking. Calls
+    share one event loop, and with it one warm interpreter."""
     global _default
     if _default is None:
-        _default = Sandbox()
-    return asyncio.run(_default.run(language, source, stdin=stdin, limits=limits))
+        _default = (Sandbox(), asyncio.Runner())
+    box, runner = _default
+    return runner.run(box.run(language, source, stdin=stdin, limits=limits))

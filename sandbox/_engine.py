@@ -33,7 +33,11 @@ __all__ = ["Execution", "IsolationError", "Program", "Sandbox", "Verdict"]
 _LAUNCHER = Path(__file__).resolve().parent / "_launch.py"
 _ZYGOTE = Path(__file__).resolve().parent / "_zygote.py"
 _SYSTEM_PYTHON = "/usr/bin/python3"
-_NOBODY = 65534
+# Each program runs as a uid of its own, leased from this range for the program's
+# life: RLIMIT_NPROC (counted per uid) then bounds one program's processes only, and
+# concurrent programs cannot signal, trace or read each other. No account needs to
+# exist for these uids; keep the range clear of real users and subordinate-id ranges.
+DEFAULT_UIDS = range(1_200_000_000, 1_200_065_536)
 _MEMORY_MARKERS = (b"MemoryError", b"std::bad_alloc", b"heap out of memory", b"Cannot allocate memory")
 
 
@@ -86,7 +90,7 @@ class Sandbox:
         root: str | Path | None = None,
         *,
         strict: bool = True,
-        uid: int = _NOBODY,
+        uids: range = DEFAULT_UIDS,
         fast_python: bool = True,
     ) -> None:
         is_root = os.geteuid() == 0
@@ -96,16 +100,20 @@ class Sandbox:
         self.root = Path(root) if root is not None else default_root
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o711)
-        self.uid = uid if is_root else None
-        if self.uid is not None:
+        self._pool_lock = threading.Lock()
+        self._uids = uids if is_root else None
+        self._free_uids: list[int] = []
+        self._next_uid = 0
+        if is_root:
             _check_traversable(self.root)
+        self._io_root = self.root / "io"
+        self._io_root.mkdir(mode=0o700, exist_ok=True)
         self.report = self._probe(is_root)
         # Python runs through a warm forking interpreter when it can (see _zygote).
         self.fast_python = fast_python and os.path.exists(_SYSTEM_PYTHON)
-        self._zygote: _Zygote | None = None
+        self._zygotes: dict[asyncio.AbstractEventLoop, _Zygote] = {}
         self._zygote_lock = threading.Lock()
         self._free_workdirs: list[Path] = []
-        self._pool_lock = threading.Lock()
         if strict and not self.report.full:
             raise IsolationError(
                 "sandbox isolation is incomplete on this host: "
@@ -117,10 +125,11 @@ class Sandbox:
         """Run ``/bin/true`` fully isolated, synchronously; '' when it works."""
         io = self._streams(b"")
         workdir = Path(tempfile.mkdtemp(prefix="run-", dir=self.root))
+        uid = self._lease_uid()
         try:
-            if self.uid is not None:
-                os.chown(workdir, self.uid, self.uid)
-            config = self._config(("/bin/true",), io, workdir, Limits(wall_s=10), True)
+            if uid is not None:
+                os.chown(workdir, uid, uid)
+            config = self._config(("/bin/true",), io, workdir, Limits(wall_s=10), True, uid)
             done = subprocess.run(
                 _launcher_argv(config), capture_output=True, timeout=30, env={}, check=False
             )
@@ -135,6 +144,7 @@ class Sandbox:
         finally:
             io.remove()
             shutil.rmtree(workdir, ignore_errors=True)
+            self._return_uid(uid)
 
     def _probe(self, is_root: bool) -> IsolationReport:
         weaker = []
@@ -170,16 +180,17 @@ class Sandbox:
         its directory is deleted on exit. Each run starts from the same files."""
         lang = LANGUAGES[language] if isinstance(language, str) else language
         workdir = self._take_workdir()
+        uid = self._lease_uid()
         try:
-            program = Program(self, lang, workdir)
+            program = Program(self, lang, workdir, uid)
             if lang.available:
                 lang = program.language = lang.resolved()
-                self._write(workdir, lang.source_file, source.encode())
+                self._write(workdir, lang.source_file, source.encode(), uid)
                 for name, content in (files or {}).items():
-                    self._write(workdir, name, content)
+                    self._write(workdir, name, content, uid)
                 if lang.compile is not None:
                     compile_limits = Limits(wall_s=30, cpu_s=30, memory_bytes=1 << 30, max_processes=16)
-                    built = await self._execute(lang.compile, b"", compile_limits, workdir)
+                    built = await self._execute(lang.compile, b"", compile_limits, workdir, uid)
                     if built.verdict is not Verdict.OK:
                         failed = (
                             Verdict.SANDBOX_ERROR
@@ -210,20 +221,35 @@ class Sandbox:
             yield program
         finally:
             self._give_back(workdir)
+            self._return_uid(uid)  # every run has ended, and its PID namespace with it
 
-    async def _execute_warm(self, source_file: str, stdin: bytes, limits: Limits, workdir: Path) -> Execution:
+    def _lease_uid(self) -> int | None:
+        """A uid no running program has (None when not root: no uid change)."""
+        if self._uids is None:
+            return None
+        with self._pool_lock:
+            if self._free_uids:
+                return self._free_uids.pop()
+            if self._next_uid >= len(self._uids):
+                raise IsolationError(f"all {len(self._uids)} sandbox uids are in use")
+            self._next_uid += 1
+            return self._uids[self._next_uid - 1]
+
+    def _return_uid(self, uid: int | None) -> None:
+        if uid is not None:
+            with self._pool_lock:
+                self._free_uids.append(uid)
+
+    async def _execute_warm(
+        self, source_file: str, stdin: bytes, limits: Limits, workdir: Path, uid: int | None
+    ) -> Execution:
         """Run Python source through the zygote: same isolation, no interpreter start."""
-        with self._zygote_lock:
-            if self._zygote is None or not self._zygote.alive:
-                if self._zygote is not None:
-                    self._zygote.close()
-                self._zygote = _Zygote()
-            zygote = self._zygote
+        zygote = self._zygote_for(asyncio.get_running_loop())
         io = self._streams(stdin)
         try:
-            if self.uid is not None:
-                os.chown(workdir, self.uid, self.uid)
-            config = self._config((), io, workdir, limits, True)
+            if uid is not None:
+                os.chown(workdir, uid, uid)
+            config = self._config((), io, workdir, limits, True, uid)
             config.update({"source": source_file, "wall_s": limits.wall_s})
             started = time.perf_counter()
             report = await zygote.run(config, limits.wall_s + 10)
@@ -234,23 +260,44 @@ class Sandbox:
         finally:
             io.remove()
 
+    def _zygote_for(self, loop: asyncio.AbstractEventLoop) -> _Zygote:
+        """This loop's zygote, started (or restarted) on first use; those of loops
+        that have closed since are stopped here."""
+        with self._zygote_lock:
+            zygote = self._zygotes.get(loop)
+            if zygote is not None and zygote.alive:
+                return zygote
+            stale = [z for other, z in self._zygotes.items() if other.is_closed() or other is loop]
+            self._zygotes = {other: z for other, z in self._zygotes.items() if z not in stale}
+            self._zygotes[loop] = zygote = _Zygote(self._isolate, loop)
+        for old in stale:
+            old.close()
+        return zygote
+
     def close(self) -> None:
-        if self._zygote is not None:
-            self._zygote.close()
-            self._zygote = None
+        with self._zygote_lock:
+            zygotes, self._zygotes = list(self._zygotes.values()), {}
+        for zygote in zygotes:
+            zygote.close()
         with self._pool_lock:
             workdirs, self._free_workdirs = self._free_workdirs, []
         for workdir in workdirs:
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _config(
-        self, argv: tuple[str, ...], io: _Streams, workdir: Path, limits: Limits, limit_address_space: bool
+        self,
+        argv: tuple[str, ...],
+        io: _Streams,
+        workdir: Path,
+        limits: Limits,
+        limit_address_space: bool,
+        uid: int | None,
     ) -> dict[str, Any]:
         return {
             "argv": [a.replace("{memory_mb}", str(limits.memory_bytes >> 20)) for a in argv],
             "workdir": str(workdir),
-            "uid": self.uid,
-            "gid": self.uid,
+            "uid": uid,
+            "gid": uid,
             "isolate": self._isolate,
             "stdin_path": str(io.stdin),
             "stdout_path": str(io.stdout),
@@ -296,34 +343,34 @@ class Sandbox:
         """Standard-stream files of one run, in a root-only directory: the program
         holds their descriptors, never their paths. Files, not a directory per run:
         removing directories is slow where mount namespaces come and go."""
-        io_root = self.root / "io"
-        io_root.mkdir(mode=0o700, exist_ok=True)
-        return _Streams.create(io_root, stdin)
+        return _Streams.create(self._io_root, stdin)
 
-    def _write(self, workdir: Path, name: str, content: bytes) -> None:
-        target = (workdir / name).resolve()
-        if target.parent != workdir.resolve():
+    @staticmethod
+    def _write(workdir: Path, name: str, content: bytes, uid: int | None) -> None:
+        if not name or name in (".", "..") or "/" in name or "\0" in name:
             raise ValueError(f"file name {name!r} must be a plain name inside the working directory")
-        target.write_bytes(content)
-        if self.uid is not None:
-            os.chown(target, self.uid, self.uid)
+        fd = os.open(workdir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        try:
+            _write_all(fd, content)
+            if uid is not None:
+                os.fchown(fd, uid, uid)
+        finally:
+            os.close(fd)
 
     async def _execute(
         self,
         argv: tuple[str, ...],
         stdin: bytes,
         limits: Limits,
-        workdir: Path | None,
+        workdir: Path,
+        uid: int | None,
         limit_address_space: bool = True,
     ) -> Execution:
         io = self._streams(stdin)
-        own_workdir = workdir is None
-        if workdir is None:
-            workdir = Path(tempfile.mkdtemp(prefix="run-", dir=self.root))
         try:
-            if self.uid is not None:
-                os.chown(workdir, self.uid, self.uid)
-            config = self._config(argv, io, workdir, limits, limit_address_space)
+            if uid is not None:
+                os.chown(workdir, uid, uid)
+            config = self._config(argv, io, workdir, limits, limit_address_space, uid)
             started = time.perf_counter()
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -354,8 +401,6 @@ class Sandbox:
             return _verdict(report, err, stdout, stderr, wall, timed_out, limits)
         finally:
             io.remove()
-            if own_workdir:
-                shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -366,11 +411,14 @@ class _Streams:
 
     @classmethod
     def create(cls, directory: Path, stdin: bytes) -> _Streams:
-        stem = directory / uuid.uuid4().hex
-        streams = cls(stem.with_suffix(".in"), stem.with_suffix(".out"), stem.with_suffix(".err"))
-        streams.stdin.write_bytes(stdin)
-        streams.stdout.touch(mode=0o600)
-        streams.stderr.touch(mode=0o600)
+        stem = f"{directory}/{uuid.uuid4().hex}"
+        streams = cls(Path(stem + ".in"), Path(stem + ".out"), Path(stem + ".err"))
+        for path, content in ((streams.stdin, stdin), (streams.stdout, b""), (streams.stderr, b"")):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                _write_all(fd, content)
+            finally:
+                os.close(fd)
         return streams
 
     def remove(self) -> None:
@@ -381,10 +429,11 @@ class _Streams:
 class Program:
     """A prepared program (see ``Sandbox.program``)."""
 
-    def __init__(self, sandbox: Sandbox, language: Language, workdir: Path) -> None:
+    def __init__(self, sandbox: Sandbox, language: Language, workdir: Path, uid: int | None) -> None:
         self._sandbox = sandbox
         self.language = language
         self._workdir = workdir
+        self._uid = uid
         self.failure: Execution | None = None  # compile error or missing toolchain
 
     async def run(self, stdin: bytes | str = b"", limits: Limits | None = None) -> Execution:
@@ -393,90 +442,106 @@ class Program:
         data = stdin.encode() if isinstance(stdin, str) else stdin
         if self.language.name == "python" and self._sandbox.fast_python:
             return await self._sandbox._execute_warm(
-                self.language.source_file, data, limits or Limits(), self._workdir
+                self.language.source_file, data, limits or Limits(), self._workdir, self._uid
             )
         return await self._sandbox._execute(
-            self.language.run, data, limits or Limits(), self._workdir, self.language.limit_address_space
+            self.language.run,
+            data,
+            limits or Limits(),
+            self._workdir,
+            self._uid,
+            self.language.limit_address_space,
         )
 
 
 class _Zygote:
-    """The warm forking interpreter, shared by every event loop and thread.
+    """One warm forking interpreter per event loop, read by that loop directly.
 
-    Plain ``subprocess`` plus one reader thread (not asyncio), so one zygote serves
-    a whole process: each pending run's future is resolved on its own loop.
+    Reports arrive on the loop that asked (``add_reader`` on the zygote's stdout), so
+    no thread has to hand them over: at hundreds of runs per second, waiting for the
+    GIL to pass between a reader thread and the loop was a large share of each run.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, isolate: dict[str, bool], loop: asyncio.AbstractEventLoop) -> None:
         self.process = subprocess.Popen(
-            [_SYSTEM_PYTHON, "-I", "-S", str(_ZYGOTE)],
+            [_SYSTEM_PYTHON, "-I", "-S", str(_ZYGOTE), json.dumps(isolate)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={},
             bufsize=0,
         )
-        self._lock = threading.Lock()
-        self._pending: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[dict[str, Any]]]] = {}
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self._requests = self.process.stdin
+        self._reports = self.process.stdout.fileno()
+        os.set_blocking(self._reports, False)
+        self.loop = loop
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._buffer = b""
         self._next = 0
-        self._reader = threading.Thread(target=self._read, name="sandbox-zygote", daemon=True)
-        self._reader.start()
+        self._reading = True
+        loop.add_reader(self._reports, self._on_reports)
 
     @property
     def alive(self) -> bool:
-        return self.process.poll() is None and self._reader.is_alive()
+        return self._reading and self.process.poll() is None
 
     async def run(self, config: dict[str, Any], limit_s: float) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        with self._lock:
-            self._next += 1
-            config["id"] = str(self._next)
-            self._pending[config["id"]] = (loop, future)
-            try:
-                assert self.process.stdin is not None
-                self.process.stdin.write((json.dumps(config) + "\n").encode())
-            except OSError as exc:
-                self._pending.pop(config["id"], None)
-                return {"launch_error": f"the warm interpreter is gone: {exc}"}
+        future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+        self._next += 1
+        config["id"] = str(self._next)
+        self._pending[config["id"]] = future
         try:
-            return await asyncio.wait_for(future, limit_s)
-        except TimeoutError:
-            return {"launch_error": "the warm interpreter did not answer in time"}
+            try:
+                self._requests.write((json.dumps(config) + "\n").encode())
+            except OSError as exc:
+                return {"launch_error": f"the warm interpreter is gone: {exc}"}
+            try:
+                return await asyncio.wait_for(future, limit_s)
+            except TimeoutError:
+                return {"launch_error": "the warm interpreter did not answer in time"}
         finally:
-            with self._lock:
-                self._pending.pop(config["id"], None)
+            self._pending.pop(config["id"], None)
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
+    def _on_reports(self) -> None:
+        try:
+            data = os.read(self._reports, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the zygote exited: nobody will answer the rest
+            self._stop_reading()
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_result({"launch_error": "the warm interpreter exited"})
+            return
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
+        for line in lines:
             report = _report(line)
-            with self._lock:
-                waiting = self._pending.get(str(report.get("id")))
-            if waiting is not None:
-                _resolve(*waiting, report)
-        with self._lock:  # the zygote exited: nobody will answer the rest
-            orphans = list(self._pending.values())
-        for loop, future in orphans:
-            _resolve(loop, future, {"launch_error": "the warm interpreter exited"})
+            waiting = self._pending.get(str(report.get("id")))
+            if waiting is not None and not waiting.done():
+                waiting.set_result(report)
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                self.loop.remove_reader(self._reports)
 
     def close(self) -> None:
+        """Stop the zygote (its running programs die with it). From the zygote's
+        own loop, or from anywhere once that loop has stopped or closed."""
+        if not self.loop.is_closed() and not self.loop.is_running():
+            self._stop_reading()
+        elif self.loop.is_running():
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._stop_reading)
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(timeout=10)
         for stream in (self.process.stdin, self.process.stdout):
             if stream is not None:
                 stream.close()
-
-
-def _resolve(
-    loop: asyncio.AbstractEventLoop, future: asyncio.Future[dict[str, Any]], report: dict[str, Any]
-) -> None:
-    def settle() -> None:
-        if not future.done():
-            future.set_result(report)
-
-    with contextlib.suppress(RuntimeError):  # that loop has closed: its caller is gone
-        loop.call_soon_threadsafe(settle)
 
 
 def _launcher_argv(config: dict[str, Any]) -> list[str]:
@@ -499,6 +564,12 @@ def _report(out: bytes) -> dict[str, Any]:
     except (ValueError, IndexError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _read(path: Path, limit: int) -> bytes:

@@ -35,6 +35,7 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_NOSUID = 2
 MS_NODEV = 4
+MS_NOEXEC = 8
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 SCRATCH = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
@@ -77,15 +78,29 @@ def enter_namespaces(isolate: dict[str, bool]) -> None:
         _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
 
 
-def isolate(config: dict[str, Any]) -> None:
+def setns(fd: int, nstype: int) -> None:
+    """Join the namespace that ``fd`` refers to (for a PID namespace: our next child's)."""
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+
+def make_mounts_private() -> None:
+    """In a new mount namespace: stop mount events propagating to or from the host."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def isolate(config: dict[str, Any], *, mounts_private: bool = False) -> None:
     """In the program's own process: private scratch mounts, rlimits, standard
     streams, an unprivileged uid, no new privileges, death with the parent, and the
-    working directory. Raises if any step fails (the caller must not run the program)."""
+    working directory. Raises if any step fails (the caller must not run the program).
+    ``mounts_private``: the mount tree this namespace was copied from is private already."""
     if config["isolate"]["mount"]:
-        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        if not mounts_private:
+            make_mounts_private()
         for path in SCRATCH:
             if os.path.isdir(path) and not config["workdir"].startswith(path + "/"):
                 _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=1777")
+        if config["isolate"]["pid"]:  # a /proc that shows this run's processes only
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     limits = config["limits"]
     for name, value in (
         ("RLIMIT_CPU", limits["cpu_s"]),

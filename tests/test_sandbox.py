@@ -8,7 +8,6 @@ import asyncio
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import LANGUAGES, Limits, Sandbox, Verdict
+from sandbox import DEFAULT_UIDS, LANGUAGES, Limits, Sandbox, Verdict
+from tests.processes import sandbox_processes
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="full isolation needs root (namespaces, uid drop)")
 
@@ -36,8 +36,11 @@ def box() -> Iterator[Sandbox]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+_LOOP = asyncio.Runner()  # one loop for the module, as a server has: one warm interpreter
+
+
 def run(box: Sandbox, language: str, source: str, stdin: str = "", limits: Limits = QUICK):  # type: ignore[no-untyped-def]
-    return asyncio.run(box.run(language, source, stdin=stdin, limits=limits))
+    return _LOOP.run(box.run(language, source, stdin=stdin, limits=limits))
 
 
 def test_isolation_is_complete_here(box: Sandbox) -> None:
@@ -94,13 +97,6 @@ def test_hostile_programs_end_in_their_verdict_within_limits(box: Sandbox, name:
     assert time.perf_counter() - started < QUICK.wall_s + 3
 
 
-def _sandbox_processes() -> list[str]:
-    listing = subprocess.run(
-        ["ps", "-u", "65534", "-o", "pid=,cmd="], capture_output=True, text=True, check=False
-    )
-    return [line for line in listing.stdout.splitlines() if line.strip()]
-
-
 def test_daemons_do_not_outlive_their_run(box: Sandbox) -> None:
     daemon = (
         "import os, time\n"
@@ -110,11 +106,56 @@ def test_daemons_do_not_outlive_their_run(box: Sandbox) -> None:
         "        time.sleep(300)\n"
         "print('parent done')\n"
     )
-    before = _sandbox_processes()
+    before = sandbox_processes()
     execution = run(box, "python", daemon)
     assert execution.verdict is Verdict.OK
     time.sleep(0.2)
-    assert _sandbox_processes() == before
+    assert sandbox_processes() == before
+
+
+IDENTITY = (
+    "import os, time\n"
+    "time.sleep(0.3)\n"  # overlap with the other runs
+    "print(os.getuid(), os.getpid(), sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n"
+)
+
+
+def test_concurrent_programs_run_as_different_uids_and_see_only_their_own_processes(box: Sandbox) -> None:
+    async def three() -> list[str]:
+        runs = await asyncio.gather(*(box.run("python", IDENTITY, limits=QUICK) for _ in range(3)))
+        return [execution.stdout.decode() for execution in runs]
+
+    outputs = [line.strip().split(maxsplit=2) for line in _LOOP.run(three())]
+    uids = {int(uid) for uid, _, _ in outputs}
+    assert len(uids) == 3 and uids <= set(DEFAULT_UIDS), outputs
+    for _, pid, visible in outputs:
+        assert pid == "1" and visible == "[1]"  # PID 1 of its own namespace; no other process in /proc
+
+
+def test_a_fork_bomb_does_not_starve_a_concurrent_program(box: Sandbox) -> None:
+    """RLIMIT_NPROC counts processes per uid: each program has its own uid, so one
+    program exhausting its limit leaves the others theirs."""
+    bomb = (
+        "import os, time\nwhile True:\n    try:\n        os.fork()\n"
+        "    except OSError:\n        time.sleep(0.01)\n"
+    )
+    forker = (
+        "import os, time\ntime.sleep(0.5)\n"  # the bomb has exhausted its processes by now
+        "pids = []\nfor _ in range(8):\n    pid = os.fork()\n    if pid == 0:\n        os._exit(0)\n"
+        "    pids.append(pid)\n"
+        "for pid in pids:\n    os.waitpid(pid, 0)\nprint('forked 8')\n"
+    )
+
+    async def both() -> tuple[Verdict, bytes]:
+        bombed, forked = await asyncio.gather(
+            box.run("python", bomb, limits=Limits(wall_s=2, cpu_s=2, max_processes=32)),
+            box.run("python", forker, limits=Limits(wall_s=5, cpu_s=2, max_processes=32)),
+        )
+        return bombed.verdict, forked.stdout + forked.stderr
+
+    verdict, stdout = _LOOP.run(both())
+    assert verdict is Verdict.TIME_LIMIT
+    assert stdout == b"forked 8\n"
 
 
 def test_no_network_not_even_the_servers_own_port(box: Sandbox) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from sandbox import LANGUAGES
 from sdk import RewardClient, Status
+from tests.processes import sandbox_processes
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the code sandbox needs root for full isolation")
 
@@ -290,15 +291,6 @@ def test_reference_composite_with_the_real_code_scorer() -> None:
     assert result.reward == pytest.approx(1.0 + 0.2 - 0.0001 * excess)
 
 
-def _sandbox_processes() -> list[str]:
-    import subprocess
-
-    listing = subprocess.run(
-        ["ps", "-u", "65534", "-o", "pid=,cmd="], capture_output=True, text=True, check=False
-    )
-    return [line for line in listing.stdout.splitlines() if line.strip()]
-
-
 def test_hostile_programs_through_the_server(server, client: RewardClient) -> None:  # type: ignore[no-untyped-def]
     port = server.server.port
     blocked = {"io_cases": [{"input": "", "output": "blocked"}]}
@@ -314,13 +306,13 @@ def test_hostile_programs_through_the_server(server, client: RewardClient) -> No
         "    except OSError:\n        pass\nelse:\n    print('blocked')\n"
     )
     assert score(client, write_outside, blocked).reward == 1.0
-    before = _sandbox_processes()
+    before = sandbox_processes()
     daemon = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(300)\nprint('blocked')\n"
     assert score(client, daemon, blocked).reward == 1.0
     fork_bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
     bombed = score(client, fork_bomb, blocked)
     assert bombed.details["cases"][0]["verdict"] == "time_limit"
-    assert _sandbox_processes() == before  # nothing outlived its run
+    assert sandbox_processes() == before  # nothing outlived its run
     assert client.score(scorer="fake").ok
 
 
