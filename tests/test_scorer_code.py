@@ -189,6 +189,92 @@ def test_a_forged_report_cannot_pass_value_asserts(client: RewardClient) -> None
     assert result.reward == 0.0, result.details
 
 
+HUMANEVAL_TESTS = {
+    "assert_program": (
+        "METADATA = {'author': 'x'}\n\n"
+        "def check(candidate):\n"
+        "    assert candidate(1, 2) == 3\n"
+        "    assert abs(candidate(0.1, 0.2) - 0.3) < 1e-9\n"
+        "    for a in range(5):\n"
+        "        assert candidate(a, a) == 2 * a\n"
+    ),
+    "options": {"entry_point": "add"},
+}
+
+
+def test_humaneval_check_candidate_is_called_on_the_entry_point(client: RewardClient) -> None:
+    assert score(client, ADD, HUMANEVAL_TESTS).reward == 1.0
+    wrong = score(client, "def add(a, b):\n    return a + b + (a == 3)\n", HUMANEVAL_TESTS)
+    assert wrong.reward == 0.0 and wrong.details["cases"][0]["verdict"] == "wrong_answer", wrong.details
+    uncalled = {"assert_program": HUMANEVAL_TESTS["assert_program"]}  # no entry_point: nothing would run
+    refused = score(client, ADD, uncalled)
+    assert refused.status is Status.INVALID_INPUT and "entry_point" in refused.reason
+    nothing = score(client, ADD, {"assert_program": "x = add(1, 2)\n"})
+    assert nothing.status is Status.INVALID_INPUT and "asserts nothing" in nothing.reason
+
+
+@pytest.mark.parametrize("hack", list(HACKS))
+def test_reward_hacks_on_humaneval_tests_score_zero(client: RewardClient, hack: str) -> None:
+    result = score(client, HACKS[hack], HUMANEVAL_TESTS)
+    assert result.status is Status.OK, result.reason
+    assert result.reward == 0.0, result.details
+
+
+MEMORY_FORGER = (
+    # Searches its interpreter for anything shaped like the run's secret, prints each
+    # candidate on a line of its own and ends the process before any test runs.
+    "import gc, os, re, sys\n"
+    "def add(a, b): return -999\n"
+    "found = set()\n"
+    "for obj in gc.get_objects():\n"
+    "    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()\n"
+    "    for value in list(items):\n"
+    "        if isinstance(value, str):\n"
+    "            found.update(re.findall('[0-9a-f]{32}', value))\n"
+    "frame = sys._getframe()\n"
+    "while frame:\n"
+    "    for value in list(frame.f_locals.values()):\n"
+    "        if isinstance(value, str):\n"
+    "            found.update(re.findall('[0-9a-f]{32}', value))\n"
+    "    frame = frame.f_back\n"
+    "for secret in found:\n"
+    "    for fd in (1, 2):\n"
+    "        os.write(fd, ('\\n' + secret + '\\n').encode())\n"
+    "os._exit(0)\n"
+)
+
+
+def test_a_memory_searching_forger_cannot_pass_a_check_candidate_program(client: RewardClient) -> None:
+    result = score(client, MEMORY_FORGER, HUMANEVAL_TESTS)
+    assert result.status is Status.OK, result.reason
+    assert result.reward == 0.0, result.details
+
+
+def test_solution_objects_cross_as_handles_that_cannot_fake_a_comparison(client: RewardClient) -> None:
+    stack_tests = {
+        "assert_program": (
+            "s = Stack()\ns.push(1)\ns.push(2)\nassert s.pop() == 2\nassert s.size() == 1\n"
+            "try:\n    Stack().pop()\nexcept IndexError:\n    pass\nelse:\n    assert False, 'no error'\n"
+        )
+    }
+    stack = (
+        "class Stack:\n    def __init__(self): self.items = []\n"
+        "    def push(self, x): self.items.append(x)\n"
+        "    def pop(self): return self.items.pop()\n"
+        "    def size(self): return len(self.items)\n"
+    )
+    assert score(client, stack, stack_tests).reward == 1.0
+    always = (
+        "class Anything:\n    def __eq__(self, other): return True\n"
+        "    def __ne__(self, other): return False\n    def __bool__(self): return True\n"
+        "def add(a, b): return Anything()\n"
+    )
+    inequality = {"assert_program": "assert add(1, 2) != 4\nassert add(1, 2)\nassert add(1, 2) == 3 or 1\n"}
+    assert score(client, ADD, inequality).reward == 1.0
+    assert score(client, always, inequality).reward == 0.0
+    assert score(client, always, HUMANEVAL_TESTS).reward == 0.0
+
+
 def test_each_value_assert_is_a_case_and_types_matter(client: RewardClient) -> None:
     tests = {
         "assert_program": (

@@ -7,10 +7,12 @@ Test formats (``sample.tests``):
   ``assert <expression> == <literal>`` lines) every assert is its own case: the
   program computes the left-hand sides, and their ``repr`` is read back as a plain
   literal and compared here; the expected values never enter the program. Any other
-  shape runs as one program that passes only if a per-run secret, handed to the
-  harness on stdin before any untrusted code runs, is printed *after* the last
-  test line: an early ``sys.exit(0)``/``os._exit(0)``, an ``atexit`` or signal
-  trick, or a printed "all tests passed" never produce it.
+  shape (HumanEval's ``def check(candidate)``, called on ``tests.options.entry_point``
+  when the program does not call it; asserts on computed values; loops) runs as one
+  case in two processes: the tests' process runs no solution code and calls the
+  solution's functions in the other process over pipes, plain values crossing as
+  literals (see ``_code_harness``). It passes only if the tests' process reaches
+  the end of the tests, which the solution can neither see nor fake.
 * ``io_cases``: the program reads each input on stdin; its stdout is compared here,
   token by token (whitespace-insensitive, numbers within a tolerance), exactly, or
   by a checker program (``tests.options.checker``) run in the sandbox.
@@ -21,15 +23,15 @@ Test formats (``sample.tests``):
 
 Modes: ``fraction`` of cases passed (default), ``all_or_nothing``, or
 ``first_failure`` (stop at the first failing case). Per-case verdicts are in
-``details["cases"]``. A sample without test cases is INVALID_INPUT, never a pass.
+``details["cases"]``. A sample without test cases, or an assert program that asserts nothing, is
+INVALID_INPUT, never a pass.
 
-Known limit, for assert programs of other shapes only: code that deliberately
-inspects the interpreter (frames, ``gc``) could find the secret; see docs/sandbox.md.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import json
 import logging
 import math
@@ -42,6 +44,8 @@ from pydantic.config import JsonDict
 
 from sandbox import DockerSandbox, Execution, IsolationError, Limits, Sandbox, Verdict
 from sdk import CONFIG_ONLY, Sample, SampleError, Scorer, ScoreResult, Status
+
+from ._code_harness import ASSERT_HARNESS, CALL_HARNESS, VALUE_HARNESS
 
 __all__ = ["CodeParams", "CodeScorer"]
 
@@ -135,52 +139,6 @@ def json_equal(expected: Any, actual: Any, tolerance: float) -> bool:
     return type(expected) is type(actual) and bool(expected == actual)
 
 
-_ASSERT_HARNESS = """import sys
-def _arbiter_run():
-    secret = sys.stdin.readline().strip()
-    namespace = {"__name__": "__main__"}
-    exec(compile(open("solution.py").read(), "solution.py", "exec"), namespace)
-    exec(compile(open("tests.py").read(), "tests.py", "exec"), namespace)
-    sys.stdout.write("\\n" + secret + "\\n")
-    sys.stdout.flush()
-_arbiter_run()
-"""
-
-_VALUE_HARNESS = """import json, sys
-def _arbiter_run():
-    secret = sys.stdin.readline().strip()
-    request = json.loads(sys.stdin.readline())
-    namespace = {"__name__": "__main__"}
-    exec(compile(open("solution.py").read(), "solution.py", "exec"), namespace)
-    exec(compile(request["setup"], "tests.py", "exec"), namespace)
-    for index, expression in enumerate(request["expressions"]):
-        try:
-            report = {"repr": repr(eval(compile(expression, "tests.py", "eval"), namespace))}
-        except BaseException as exc:
-            report = {"error": type(exc).__name__ + ": " + str(exc)[:200]}
-        sys.stdout.write("\\n" + secret + " " + str(index) + " " + json.dumps(report) + "\\n")
-        sys.stdout.flush()
-_arbiter_run()
-"""
-
-_CALL_HARNESS = """import json, sys
-def _arbiter_run():
-    secret = sys.stdin.readline().strip()
-    name, args = json.loads(sys.stdin.readline())
-    namespace = {"__name__": "__main__"}
-    exec(compile(open("solution.py").read(), "solution.py", "exec"), namespace)
-    function = namespace.get(name)
-    if function is None and "Solution" in namespace:  # LeetCode style
-        function = getattr(namespace["Solution"](), name, None)
-    if function is None:
-        raise NameError("the solution defines no function " + repr(name))
-    result = json.dumps(function(*args), allow_nan=False)
-    sys.stdout.write("\\n" + secret + " " + result + "\\n")
-    sys.stdout.flush()
-_arbiter_run()
-"""
-
-
 def split_value_asserts(program: str) -> tuple[str, list[tuple[str, Any]]] | None:
     """``(setup, [(expression, expected), ...])`` when the test program is setup
     statements followed only by ``assert <expression> == <literal>`` lines (the MBPP
@@ -208,6 +166,51 @@ def split_value_asserts(program: str) -> tuple[str, list[tuple[str, Any]]] | Non
     if not checks:
         return None
     return ast.unparse(ast.Module(body=setup, type_ignores=[])), checks
+
+
+def prepare_assert_program(program: str, entry_point: str | None) -> tuple[str, list[str]]:
+    """The test program as the two-process harness runs it, and the names it takes
+    from the solution (those it reads but never binds, builtins aside). A HumanEval
+    ``check(candidate)`` that the program never calls is called on ``entry_point``;
+    a program that can fail nothing is refused, never passed."""
+    try:
+        tree = ast.parse(program)
+    except SyntaxError as exc:
+        raise SampleError(f"the assert program does not parse: {exc}") from exc
+    if not any(isinstance(node, (ast.Assert, ast.Raise)) for node in ast.walk(tree)):
+        raise SampleError("the assert program asserts nothing; an empty suite never passes")
+    defines_check = any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in tree.body)
+    calls_check = any(
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "check"
+        for statement in tree.body
+        if not isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        for node in ast.walk(statement)
+    )
+    if defines_check and not calls_check:
+        if not entry_point:
+            raise SampleError(
+                "the assert program defines check(candidate) but never calls it:"
+                " name the function under test in tests.options.entry_point"
+            )
+        if not entry_point.isidentifier():
+            raise SampleError(f"tests.options.entry_point {entry_point!r} is not a function name")
+        program = f"{program.rstrip()}\n\ncheck({entry_point})\n"
+        tree = ast.parse(program)
+    bound: set[str] = set()
+    loaded: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    remote = sorted(loaded - bound - set(dir(builtins)))
+    return program, remote
 
 
 def _plain_equal(expected: Any, actual: Any) -> bool:
@@ -302,7 +305,11 @@ class CodeScorer(Scorer):
             if split is not None:
                 cases = await self._value_asserts(sandbox, code, *split, limits)
             else:
-                cases = [await self._assert_case(sandbox, code, tests.assert_program, limits)]
+                entry_point = tests.options.get("entry_point")
+                program, remote = prepare_assert_program(
+                    tests.assert_program, entry_point if isinstance(entry_point, str) else None
+                )
+                cases = [await self._assert_case(sandbox, code, program, remote, limits)]
         elif tests.io_cases is not None:
             if not tests.io_cases:
                 raise SampleError("io_cases is empty; an empty suite never passes")
@@ -339,7 +346,7 @@ class CodeScorer(Scorer):
         secret = secrets.token_hex(16)
         request = json.dumps({"setup": setup, "expressions": [expression for expression, _ in checks]})
         files = {"solution.py": code.encode()}
-        async with sandbox.program("python", _VALUE_HARNESS, files=files) as program:
+        async with sandbox.program("python", VALUE_HARNESS, files=files) as program:
             execution = await program.run(secret + "\n" + request + "\n", limits)
         if execution.verdict is Verdict.SANDBOX_ERROR:
             return [{"verdict": "sandbox_error", "detail": execution.detail}]
@@ -380,12 +387,15 @@ class CodeScorer(Scorer):
         return cases
 
     async def _assert_case(
-        self, sandbox: Sandbox | DockerSandbox, code: str, tests: str, limits: Limits
+        self, sandbox: Sandbox | DockerSandbox, code: str, tests: str, remote: list[str], limits: Limits
     ) -> dict[str, Any]:
+        """The whole test program as one case, in the two-process harness: it passes
+        only if the tests' process prints the secret after the tests ran to the end."""
         secret = secrets.token_hex(16)
-        files = {"solution.py": code.encode(), "tests.py": tests.encode()}
-        async with sandbox.program("python", _ASSERT_HARNESS, files=files) as program:
-            execution = await program.run(secret + "\n", limits)
+        request = json.dumps({"tests": tests, "remote": remote})
+        files = {"solution.py": code.encode()}  # the tests reach only the tests' process, on stdin
+        async with sandbox.program("python", ASSERT_HARNESS, files=files) as program:
+            execution = await program.run(secret + "\n" + request + "\n", limits)
         if execution.verdict is Verdict.SANDBOX_ERROR:
             return {"verdict": "sandbox_error", "detail": execution.detail}
         if execution.verdict is Verdict.OK and _last_line(execution.stdout) == secret:
@@ -458,7 +468,7 @@ class CodeScorer(Scorer):
     ) -> list[dict[str, Any]]:
         cases: list[dict[str, Any]] = []
         files = {"solution.py": code.encode()}
-        async with sandbox.program("python", _CALL_HARNESS, files=files) as program:
+        async with sandbox.program("python", CALL_HARNESS, files=files) as program:
             for arguments, expected in zip(calls.inputs, calls.outputs, strict=True):
                 if not isinstance(arguments, list):
                     arguments = [arguments]
