@@ -17,7 +17,7 @@ import pytest
 
 from sandbox import DockerSandbox, IsolationError, Limits, Verdict
 
-IMAGE = "arbiter-sandbox-python:test"
+IMAGE = "arbiter-sandbox-python:test-2"  # bump when the image changes: it is cached by tag
 QUICK = Limits(wall_s=5, cpu_s=3, memory_bytes=128 * 1024 * 1024, output_bytes=64 * 1024, max_processes=32)
 
 
@@ -29,14 +29,17 @@ def _engine() -> DockerSandbox | str:
 
 
 def _host_python_image(box: DockerSandbox) -> None:
-    """A minimal image: the host's /usr/bin/python3.11, /bin/sh and their libraries."""
+    """A minimal image: the host's /usr/bin/python3.11, /bin/sh, and the libraries they
+    and the standard library's extension modules (ctypes needs libffi) load."""
     try:
         box._client.images.get(IMAGE)
         return
     except Exception:
         pass
     files = ["/usr/bin/python3.11", "/bin/dash"]
-    libraries = subprocess.run(["ldd", *files], capture_output=True, text=True, check=True).stdout
+    extensions = [str(path) for path in Path("/usr/lib/python3.11/lib-dynload").glob("*.so")]
+    linked = subprocess.run(["ldd", *files, *extensions], capture_output=True, text=True, check=False)
+    libraries = linked.stdout
     files += sorted({word for word in libraries.split() if word.startswith("/") and os.path.exists(word)})
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
@@ -51,7 +54,8 @@ def _host_python_image(box: DockerSandbox) -> None:
             entry = tarfile.TarInfo(directory)
             entry.type, entry.mode = tarfile.DIRTYPE, 0o1777
             archive.addfile(entry)
-    box._client.images.import_image(src=buffer.getvalue(), repository=IMAGE.split(":")[0], tag="test")
+    repository, tag = IMAGE.split(":")
+    box._client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=tag)
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +147,9 @@ def test_code_scorer_on_the_docker_backend(box: DockerSandbox) -> None:
     assert hack.reward == 0.0
     calls = {"call_cases": {"fn_name": "add", "inputs": [[1, 2]], "outputs": [3]}}
     assert runner.score("docker_code", "def add(a, b):\n    return a + b\n", tests=calls).reward == 1.0
+    humaneval = {
+        "assert_program": "def check(candidate):\n    assert abs(candidate(0.5, 0.25) - 0.75) < 1e-9\n",
+        "options": {"entry_point": "add"},
+    }
+    assert runner.score("docker_code", "def add(a, b):\n    return a + b\n", tests=humaneval).reward == 1.0
+    assert runner.score("docker_code", "def add(a, b):\n    return a - b\n", tests=humaneval).reward == 0.0

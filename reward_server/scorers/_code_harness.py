@@ -52,7 +52,7 @@ _arbiter_run()
 # called but never compared or tested for truth. The solution's process never has the
 # tests, the secret or the run's stdout, and no solution code runs in the tests'
 # process, so only the tests reaching their end can print the secret after them.
-ASSERT_HARNESS = r'''import ast, builtins, ctypes, json, os, sys
+ASSERT_HARNESS = r'''import ast, builtins, json, os, sys
 
 
 def _arbiter_solution_side(requests, replies):
@@ -175,7 +175,15 @@ def _arbiter_tests_side(requests, replies):
 
 
 def _arbiter_main():
-    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no reading this process's memory
+    try:
+        import ctypes
+        undumpable = ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE 0
+    except Exception as exc:
+        undumpable, why = False, exc
+    else:
+        why = "prctl failed"
+    if not undumpable:  # the solution could read the secret from this process: refuse
+        raise SystemExit(f"arbiter: cannot protect the tests' process (PR_SET_DUMPABLE): {why}")
     to_solution = os.pipe()
     to_tests = os.pipe()
     if os.fork() == 0:
