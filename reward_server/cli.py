@@ -184,7 +184,7 @@ def scorers(
     try:
         with (
             _target(target, in_process, config_path, plugins) as address,
-            RewardClient(address, token=token, root_certificates=tls_ca) as client,
+            RewardClient(address, token=token, root_certificates=tls_ca, reconnect_s=5) as client,
         ):
             infos = client.list_scorers()
     except (ArbiterError, ConfigError) as exc:
@@ -308,7 +308,7 @@ def score(
     try:
         with (
             _target(target, in_process, config_path, plugins) as address,
-            RewardClient(address, token=token, root_certificates=tls_ca) as client,
+            RewardClient(address, token=token, root_certificates=tls_ca, reconnect_s=5) as client,
             Progress(
                 TextColumn("scoring"),
                 BarColumn(),

@@ -2,12 +2,22 @@
 
 Per-sample failures come back as results with a status; exceptions (see
 ``sdk._errors``) are raised only when a call produced no results at all.
+
+A server that goes away (restart, crash, drain) is ridden out: every call that
+fails as UNAVAILABLE is tried again with backoff for up to ``reconnect_s``; a
+stream resumes on a new stream with the requests that were not answered yet, so
+every item is answered exactly once. Scoring is a pure function of the request,
+which is what makes sending a request again safe.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +34,7 @@ from ._channel import (
     prepare_batch,
     translate_error,
 )
+from ._errors import ClientError
 from ._proto import reward_pb2 as pb
 from ._proto import reward_pb2_grpc as pb_grpc
 from ._types import ScoreResult, ScorerInfo
@@ -32,6 +43,76 @@ __all__ = ["AsyncRewardClient", "RewardClient"]
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_CHUNK = 512
+DEFAULT_RECONNECT_S = 30.0
+
+
+class _Backoff:
+    """Sleeps between tries after UNAVAILABLE: exponential with jitter, 0.2 s up to
+    2 s, until ``within_s`` has passed since the first failure."""
+
+    def __init__(self, within_s: float) -> None:
+        self._deadline = time.monotonic() + within_s
+        self._delay = 0.2
+        self.within_s = within_s
+
+    def next_delay(self) -> float | None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            return None
+        delay = min(self._delay * random.uniform(0.8, 1.2), left)
+        self._delay = min(self._delay * 2, 2.0)
+        return delay
+
+
+def _unavailable(exc: grpc.RpcError) -> bool:
+    return hasattr(exc, "code") and exc.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def _gave_up(exc: grpc.RpcError, backoff: _Backoff) -> ClientError:
+    error = translate_error(exc)
+    if backoff.within_s > 0:
+        error.args = (f"{error.args[0]} (still unavailable after retrying for {backoff.within_s:g}s)",)
+    return error
+
+
+class _StreamState:
+    """What a resumable stream has sent but not yet had answered, in send order.
+    The request source is shared by every attempt, behind a lock: gRPC pulls
+    requests on a thread of its own, and an abandoned attempt may still be pulling."""
+
+    def __init__(self, items: Iterable[Mapping[str, Any]]) -> None:
+        self._source = (build_request(**{"request_id": str(i), **item}) for i, item in enumerate(items))
+        self._lock = threading.Lock()
+        self.pending: dict[str, pb.ScoreRequest] = {}
+        self._attempt = 0
+
+    def requests(self) -> Iterator[pb.ScoreRequest]:
+        """This attempt's requests: the unanswered ones again, then the rest."""
+        with self._lock:
+            self._attempt += 1
+            attempt = self._attempt
+            again = list(self.pending.values())
+        yield from again
+        while True:
+            with self._lock:
+                if attempt != self._attempt:
+                    return  # a newer attempt owns the source now
+                request = next(self._source, None)
+                if request is None:
+                    return
+                if request.request_id in self.pending:
+                    raise ValueError(f"request_id {request.request_id!r} is used twice in one stream")
+                self.pending[request.request_id] = request
+            yield request
+
+    def answered(self, request_id: str) -> bool:
+        """True the first time an answer for ``request_id`` arrives."""
+        with self._lock:
+            return self.pending.pop(request_id, None) is not None
+
+    def stop(self) -> None:
+        with self._lock:
+            self._attempt += 1
 
 
 def _scorer_info(info: pb.ScorerInfo) -> ScorerInfo:
@@ -57,6 +138,7 @@ class _ClientBase:
         max_attempts: int = 5,
         wait_for_ready: bool = False,
         batch_chunk_size: int = DEFAULT_CHUNK,
+        reconnect_s: float = DEFAULT_RECONNECT_S,
     ) -> None:
         self._settings = ChannelSettings.build(
             target, token=token, tls=tls, root_certificates=root_certificates, max_attempts=max_attempts
@@ -66,6 +148,9 @@ class _ClientBase:
         if batch_chunk_size < 1:
             raise ValueError("batch_chunk_size must be at least 1")
         self.batch_chunk_size = batch_chunk_size
+        if reconnect_s < 0:
+            raise ValueError("reconnect_s must be >= 0 (0: fail at once when the server is unavailable)")
+        self.reconnect_s = reconnect_s
 
     def _call_kwargs(self, timeout: float | None) -> dict[str, Any]:
         return {
@@ -93,6 +178,18 @@ class RewardClient(_ClientBase):
             self._channel = grpc.secure_channel(settings.grpc_target, credentials, options=settings.options)
         self._stub = pb_grpc.RewardServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
+    def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+        """One unary call, tried again while the server is unavailable."""
+        backoff = _Backoff(self.reconnect_s)
+        while True:
+            try:
+                return method(request, **self._call_kwargs(timeout))
+            except grpc.RpcError as exc:
+                delay = backoff.next_delay() if _unavailable(exc) else None
+                if delay is None:
+                    raise _gave_up(exc, backoff) if _unavailable(exc) else translate_error(exc) from exc
+                time.sleep(delay)
+
     def score(
         self,
         scorer: str,
@@ -117,10 +214,7 @@ class RewardClient(_ClientBase):
             metadata=metadata,
             request_id=request_id,
         )
-        try:
-            response = self._stub.Score(request, **self._call_kwargs(timeout))
-        except grpc.RpcError as exc:
-            raise translate_error(exc) from exc
+        response = self._call(self._stub.Score, request, timeout)
         return _convert.result_from_proto(response.result, response.request_id)
 
     def score_batch(
@@ -135,12 +229,7 @@ class RewardClient(_ClientBase):
         batch = prepare_batch(items)
         responses: list[pb.ScoreResponse] = []
         for part in chunks(batch.requests, self.batch_chunk_size):
-            try:
-                reply = self._stub.ScoreBatch(
-                    pb.ScoreBatchRequest(requests=part), **self._call_kwargs(timeout)
-                )
-            except grpc.RpcError as exc:
-                raise translate_error(exc) from exc
+            reply = self._call(self._stub.ScoreBatch, pb.ScoreBatchRequest(requests=part), timeout)
             responses.extend(reply.responses)
         return fill_batch(batch, responses)
 
@@ -148,19 +237,31 @@ class RewardClient(_ClientBase):
         self, items: Iterable[Mapping[str, Any]], *, timeout: float | None = None
     ) -> Iterator[ScoreResult]:
         """Score items over one stream; yields results as they finish (not in order),
-        each with ``request_id`` set (the item's own, or its index)."""
-        requests = (build_request(**{"request_id": str(i), **item}) for i, item in enumerate(items))
+        each with ``request_id`` set (the item's own, or its index; unique per stream).
+        If the server goes away, the unanswered items are sent again on a new stream."""
+        state = _StreamState(items)
+        backoff = _Backoff(self.reconnect_s)
         try:
-            for response in self._stub.StreamScore(requests, **self._call_kwargs(timeout)):
-                yield _convert.result_from_proto(response.result, response.request_id)
-        except grpc.RpcError as exc:
-            raise translate_error(exc) from exc
+            while True:
+                try:
+                    for response in self._stub.StreamScore(state.requests(), **self._call_kwargs(timeout)):
+                        if state.answered(response.request_id):
+                            backoff = _Backoff(self.reconnect_s)  # progress: a fresh budget
+                            yield _convert.result_from_proto(response.result, response.request_id)
+                except grpc.RpcError as exc:
+                    delay = backoff.next_delay() if _unavailable(exc) else None
+                    if delay is None:
+                        raise _gave_up(exc, backoff) if _unavailable(exc) else translate_error(exc) from exc
+                    time.sleep(delay)
+                    continue
+                if state.pending:
+                    raise ClientError(f"the stream ended with {len(state.pending)} requests unanswered")
+                return
+        finally:
+            state.stop()
 
     def list_scorers(self, *, timeout: float | None = None) -> list[ScorerInfo]:
-        try:
-            reply = self._stub.ListScorers(pb.ListScorersRequest(), **self._call_kwargs(timeout))
-        except grpc.RpcError as exc:
-            raise translate_error(exc) from exc
+        reply = self._call(self._stub.ListScorers, pb.ListScorersRequest(), timeout)
         return [_scorer_info(info) for info in reply.scorers]
 
     def close(self) -> None:
@@ -188,6 +289,18 @@ class AsyncRewardClient(_ClientBase):
             )
         self._stub = pb_grpc.RewardServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
+    async def _call(self, method: Callable[..., Awaitable[Any]], request: Any, timeout: float | None) -> Any:
+        """One unary call, tried again while the server is unavailable."""
+        backoff = _Backoff(self.reconnect_s)
+        while True:
+            try:
+                return await method(request, **self._call_kwargs(timeout))
+            except grpc.RpcError as exc:
+                delay = backoff.next_delay() if _unavailable(exc) else None
+                if delay is None:
+                    raise _gave_up(exc, backoff) if _unavailable(exc) else translate_error(exc) from exc
+                await asyncio.sleep(delay)
+
     async def score(
         self,
         scorer: str,
@@ -211,10 +324,7 @@ class AsyncRewardClient(_ClientBase):
             metadata=metadata,
             request_id=request_id,
         )
-        try:
-            response = await self._stub.Score(request, **self._call_kwargs(timeout))
-        except grpc.RpcError as exc:
-            raise translate_error(exc) from exc
+        response = await self._call(self._stub.Score, request, timeout)
         return _convert.result_from_proto(response.result, response.request_id)
 
     async def score_batch(
@@ -223,31 +333,37 @@ class AsyncRewardClient(_ClientBase):
         batch = prepare_batch(items)
         responses: list[pb.ScoreResponse] = []
         for part in chunks(batch.requests, self.batch_chunk_size):
-            try:
-                reply = await self._stub.ScoreBatch(
-                    pb.ScoreBatchRequest(requests=part), **self._call_kwargs(timeout)
-                )
-            except grpc.RpcError as exc:
-                raise translate_error(exc) from exc
+            reply = await self._call(self._stub.ScoreBatch, pb.ScoreBatchRequest(requests=part), timeout)
             responses.extend(reply.responses)
         return fill_batch(batch, responses)
 
     async def stream(
         self, items: Iterable[Mapping[str, Any]], *, timeout: float | None = None
     ) -> AsyncIterator[ScoreResult]:
-        requests = [build_request(**{"request_id": str(i), **item}) for i, item in enumerate(items)]
-        call = self._stub.StreamScore(iter(requests), **self._call_kwargs(timeout))
+        state = _StreamState(items)
+        backoff = _Backoff(self.reconnect_s)
         try:
-            async for response in call:
-                yield _convert.result_from_proto(response.result, response.request_id)
-        except grpc.RpcError as exc:
-            raise translate_error(exc) from exc
+            while True:
+                call = self._stub.StreamScore(state.requests(), **self._call_kwargs(timeout))
+                try:
+                    async for response in call:
+                        if state.answered(response.request_id):
+                            backoff = _Backoff(self.reconnect_s)  # progress: a fresh budget
+                            yield _convert.result_from_proto(response.result, response.request_id)
+                except grpc.RpcError as exc:
+                    delay = backoff.next_delay() if _unavailable(exc) else None
+                    if delay is None:
+                        raise _gave_up(exc, backoff) if _unavailable(exc) else translate_error(exc) from exc
+                    await asyncio.sleep(delay)
+                    continue
+                if state.pending:
+                    raise ClientError(f"the stream ended with {len(state.pending)} requests unanswered")
+                return
+        finally:
+            state.stop()
 
     async def list_scorers(self, *, timeout: float | None = None) -> list[ScorerInfo]:
-        try:
-            reply = await self._stub.ListScorers(pb.ListScorersRequest(), **self._call_kwargs(timeout))
-        except grpc.RpcError as exc:
-            raise translate_error(exc) from exc
+        reply = await self._call(self._stub.ListScorers, pb.ListScorersRequest(), timeout)
         return [_scorer_info(info) for info in reply.scorers]
 
     async def close(self) -> None:

@@ -150,11 +150,16 @@ class FakeParams(BaseModel):
     error: str | None = None
     fail_status: str | None = None
     crash: bool = False
+    segfault: bool = False
 
 
 def _fake_score(name: str, sample: Sample, params: FakeParams) -> ScoreResult:
     if params.crash:
         os._exit(13)  # simulates a scorer that kills its worker process
+    if params.segfault:
+        import ctypes
+
+        ctypes.string_at(0)  # a native crash (SIGSEGV), as a broken C extension would cause
     if params.error:
         raise RuntimeError(params.error)
     if params.fail_status:
@@ -177,8 +182,8 @@ class FakeScorer(Scorer):
     async def score(self, sample: Sample, params: FakeParams) -> ScoreResult:
         if params.delay_s:
             await asyncio.sleep(params.delay_s)
-        if params.crash:
-            raise SampleError("crash is only meaningful for fake_cpu", Status.INVALID_INPUT)
+        if params.crash or params.segfault:
+            raise SampleError("crashes are only meaningful for fake_cpu", Status.INVALID_INPUT)
         return _fake_score(self.name, sample, params)
 
 

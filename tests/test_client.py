@@ -56,12 +56,16 @@ def test_wait_for_ready_rides_out_a_server_that_starts_late() -> None:
         late.stop()
 
 
-def test_no_server_is_a_clear_error_after_retries() -> None:
-    with RewardClient(f"127.0.0.1:{_free_port()}", timeout=10) as client:
+def test_no_server_is_a_clear_error_after_a_bounded_wait() -> None:
+    with RewardClient(f"127.0.0.1:{_free_port()}", timeout=10, reconnect_s=1.5) as client:
         started = time.perf_counter()
-        with pytest.raises(ServerUnavailableError, match="unavailable"):
+        with pytest.raises(ServerUnavailableError, match=r"unavailable.*after retrying for 1.5s"):
             client.score(scorer="fake")
-    assert time.perf_counter() - started < 10
+        assert 1.5 <= time.perf_counter() - started < 6
+    with RewardClient(f"127.0.0.1:{_free_port()}", timeout=10, reconnect_s=0) as client:
+        with pytest.raises(ServerUnavailableError) as raised:  # only gRPC's own few quick retries
+            client.score_batch([{"scorer": "fake"}])
+        assert "after retrying" not in str(raised.value)
 
 
 def test_mixed_address_families_are_refused() -> None:
@@ -71,7 +75,7 @@ def test_mixed_address_families_are_refused() -> None:
 
 def test_large_calls_are_retried_too() -> None:
     # gRPC retries only calls within its retry buffer; the client sizes it for whole batches
-    with RewardClient(f"127.0.0.1:{_free_port()}", timeout=10) as client:
+    with RewardClient(f"127.0.0.1:{_free_port()}", timeout=10, reconnect_s=0) as client:
         started = time.perf_counter()
         with pytest.raises(ServerUnavailableError):
             client.score_batch([{"scorer": "fake", "completion": "x" * 200_000}] * 3)

@@ -1,0 +1,169 @@
+"""Faults the server and the client must survive: scorers that raise, hang or kill
+their worker, and a server killed and restarted in the middle of a batch or a
+stream, with every sample answered exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from reward_server.config import ArbiterConfig, ScorerConfig
+from reward_server.embedded import EmbeddedServer
+from sdk import AsyncRewardClient, RewardClient, Status
+
+
+def test_each_fault_is_that_samples_status_and_the_pool_recovers() -> None:
+    config = ArbiterConfig(scorers={"cpu": ScorerConfig(type="fake_cpu", timeout_s=1.0)})
+    faults = [
+        {"error": "scorer bug"},  # raises
+        {"delay_s": 30},  # hangs
+        {"crash": True},  # os._exit in the worker
+        {"segfault": True},  # SIGSEGV in the worker
+        {"reward": 0.25},  # fine
+    ]
+    with EmbeddedServer(config, plugins=["sdk.testing"]) as server, RewardClient(server.target) as client:
+        started = time.perf_counter()
+        results = client.score_batch([{"scorer": "cpu", "params": params} for params in faults])
+        assert time.perf_counter() - started < 10
+        assert [r.status for r in results] == [
+            Status.SCORER_ERROR,
+            Status.TIMEOUT,
+            Status.SCORER_ERROR,
+            Status.SCORER_ERROR,
+            Status.OK,
+        ], [(r.status, r.reason) for r in results]
+        assert "scorer bug" in results[0].reason
+        assert "exit code 13" in results[2].reason
+        assert "signal" in results[3].reason.lower() or "-11" in results[3].reason, results[3].reason
+        workers = server.config.workers.processes
+        after = client.score_batch([{"scorer": "cpu", "params": {"reward": 0.5}}] * (4 * workers))
+        assert all(r.ok and r.reward == 0.5 for r in after)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class _ServerProcess:
+    """``arbiter serve`` as a real process on a fixed port, so it can be killed and
+    started again at the same address."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "reward_server.cli", "serve", "--plugin", "sdk.testing"]
+        argv += ["--port", str(self.port), "--no-metrics", "--workers", "1", "--log-level", "WARNING"]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
+            while time.monotonic() < deadline:
+                assert self.process.poll() is None, "the server exited at start"
+                try:
+                    reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    time.sleep(0.1)
+        raise AssertionError("the server did not become healthy")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def restartable() -> Iterator[_ServerProcess]:
+    server = _ServerProcess(_free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _restart_later(server: _ServerProcess, after_s: float) -> threading.Thread:
+    thread = threading.Thread(target=lambda: (time.sleep(after_s), server.start()), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_stream_survives_the_server_being_killed_and_restarted(restartable: _ServerProcess) -> None:
+    # One worker scores one item at a time (10 ms each), so the kill lands mid-stream.
+    items = [
+        {"scorer": "fake_cpu", "request_id": f"r{i}", "params": {"delay_s": 0.01, "reward": i / 1000}}
+        for i in range(300)
+    ]
+    answered: list[str] = []
+    restarter: threading.Thread | None = None
+    with RewardClient(f"127.0.0.1:{restartable.port}", reconnect_s=60) as client:
+        for result in client.stream(items):
+            assert result.ok, result.reason
+            assert result.reward == pytest.approx(int(result.request_id[1:]) / 1000)
+            answered.append(result.request_id)
+            if len(answered) == 50:
+                restartable.kill()
+                restarter = _restart_later(restartable, 0.5)
+    assert restarter is not None
+    restarter.join()
+    assert sorted(answered) == sorted(item["request_id"] for item in items)  # each exactly once
+
+
+def test_batch_survives_the_server_being_killed_and_restarted(restartable: _ServerProcess) -> None:
+    items = [{"scorer": "fake_cpu", "params": {"delay_s": 0.02, "reward": i / 100}} for i in range(60)]
+
+    async def score() -> list[float]:
+        async with AsyncRewardClient(f"127.0.0.1:{restartable.port}", reconnect_s=60) as client:
+            results = await client.score_batch(items)
+        assert all(r.ok for r in results), [r.reason for r in results if not r.ok]
+        return [r.reward for r in results]
+
+    def kill_then_restart() -> None:
+        time.sleep(0.5)  # the batch is being scored by now (60 x 20 ms on one worker)
+        restartable.kill()
+        time.sleep(0.5)
+        restartable.start()
+
+    chaos = threading.Thread(target=kill_then_restart, daemon=True)
+    chaos.start()
+    rewards = asyncio.run(score())
+    chaos.join()
+    assert rewards == pytest.approx([i / 100 for i in range(60)])
+    assert restartable.process is not None and restartable.process.poll() is None  # the new one served it
+
+
+def test_sigterm_on_the_worker_pool_is_not_the_end(restartable: _ServerProcess) -> None:
+    """Workers killed from outside (OOM killer, an operator) are replaced."""
+    assert restartable.process is not None
+    children = subprocess.run(
+        ["pgrep", "-P", str(restartable.process.pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert children, "the server has worker processes"
+    for pid in children:
+        os.kill(int(pid), signal.SIGKILL)
+    with RewardClient(f"127.0.0.1:{restartable.port}") as client:
+        results = client.score_batch([{"scorer": "fake_cpu", "params": {"reward": 0.5}}] * 8)
+    failed = [r for r in results if not r.ok]
+    assert all(r.status is Status.SCORER_ERROR for r in failed)  # at most the sample that found it dead
+    assert len(failed) <= 1 and all(r.reward == 0.5 for r in results if r.ok)
