@@ -335,6 +335,92 @@ def score(
         _summary(results)
 
 
+@main.command()
+@_with_target_options
+@click.option("--scorer", required=True, help="The scorer (or composite) to audit.")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSONL samples of your data: prompt, reference, tests, params, metadata (no completion needed).",
+)
+@click.option("--params", "params_json", default=None, help="Scorer params as a JSON object.")
+@click.option("--limit", default=100, show_default=True, help="Use the first N samples.")
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here."
+)
+@click.option("--fail-on-reward", is_flag=True, help="Exit with status 1 when any hack earns reward.")
+def audit(
+    target: str | None,
+    in_process: bool,
+    config_path: Path | None,
+    plugins: tuple[str, ...],
+    token: str | None,
+    tls_ca: Path | None,
+    scorer: str,
+    input_path: Path,
+    params_json: str | None,
+    limit: int,
+    json_path: Path | None,
+    fail_on_reward: bool,
+) -> None:
+    """Red-team a reward: send generic hacks built from your samples (empty answers, answer
+    spam, format-only, prompt copies, length padding, exit-code and always-equal code)
+    and report which earn reward, next to what the reference answer earns."""
+    from reward_server.audit import run_audit
+
+    params = _json_option(params_json, "--params")
+    items = _read_jsonl(input_path, scorer)[:limit]
+    for entry in items:
+        if params is not None:
+            entry.setdefault("params", params)
+    try:
+        with (
+            _target(target, in_process, config_path, plugins) as address,
+            RewardClient(address, token=token, root_certificates=tls_ca, reconnect_s=5) as client,
+            Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), console=err) as progress,
+        ):
+            task = progress.add_task("audit", total=None)
+            rows = run_audit(
+                client,
+                scorer,
+                items,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except ArbiterError as exc:
+        raise click.ClickException(str(exc)) from exc
+    table = Table(
+        "hack", "tried", "mean reward", "max reward", "rewarded", "verdict", title=f"audit of {scorer!r}"
+    )
+    for row in rows:
+        if not row.tried:
+            continue  # does not apply to these samples (a code hack without tests)
+        if not row.rewards:
+            verdict = "[yellow]not scored[/]"
+        elif row.name.startswith("("):
+            verdict = "baseline"
+        else:
+            verdict = "[red]EARNS REWARD[/]" if row.earns_reward else "[green]0[/]"
+        table.add_row(
+            row.name,
+            str(row.tried),
+            "-" if row.mean is None else f"{row.mean:.4f}",
+            "-" if row.best is None else f"{row.best:.4f}",
+            "-" if row.rewarded_share is None else f"{row.rewarded_share:.0%}",
+            verdict,
+        )
+    Console().print(table)
+    if json_path is not None:
+        report = {"scorer": scorer, "samples": len(items), "rows": [row.as_json() for row in rows]}
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    holes = [row.name for row in rows if row.earns_reward and not row.name.startswith("(")]
+    if holes:
+        err.print(f"[red]{len(holes)} hack(s) earn reward:[/] {', '.join(holes)}")
+    if holes and fail_on_reward:
+        sys.exit(1)
+
+
 def _json_option(text: str | None, name: str) -> Any:
     if text is None:
         return None

@@ -101,6 +101,15 @@ def isolate(config: dict[str, Any], *, mounts_private: bool = False) -> None:
                 _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=1777")
         if config["isolate"]["pid"]:  # a /proc that shows this run's processes only
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    stdin = os.open(config["stdin_path"], os.O_RDONLY)
+    stdout = os.open(config["stdout_path"], os.O_WRONLY)
+    stderr = os.open(config["stderr_path"], os.O_WRONLY)
+    for source, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+        os.dup2(source, target)
+        os.close(source)
+    os.closerange(3, 65536)  # nothing of the engine's reaches the program
+    # Limits only now: the process inherits descriptors (other runs' pidfds and
+    # namespaces, in the zygote) that would count against RLIMIT_NOFILE until closed.
     limits = config["limits"]
     for name, value in (
         ("RLIMIT_CPU", limits["cpu_s"]),
@@ -112,13 +121,6 @@ def isolate(config: dict[str, Any], *, mounts_private: bool = False) -> None:
     ):
         if value is not None:
             resource.setrlimit(getattr(resource, name), (value, value))
-    stdin = os.open(config["stdin_path"], os.O_RDONLY)
-    stdout = os.open(config["stdout_path"], os.O_WRONLY)
-    stderr = os.open(config["stderr_path"], os.O_WRONLY)
-    for source, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
-        os.dup2(source, target)
-        os.close(source)
-    os.closerange(3, 65536)  # nothing of the engine's reaches the program
     if config["uid"] is not None:
         os.setgroups([])
         os.setgid(config["gid"])

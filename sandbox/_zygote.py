@@ -199,6 +199,9 @@ class _Zygote:
                 _write_line({"id": config.get("id"), "launch_error": f"cannot start: {exc}"})
 
     def serve(self) -> None:
+        events = select.poll()  # not select(): descriptors past 1024 are normal under load
+        events.register(0, select.POLLIN)
+        watched = set(self.running)
         while True:
             now = time.monotonic()
             for run in self.running.values():
@@ -206,15 +209,19 @@ class _Zygote:
                     run.timed_out = True
                     os.kill(run.pid, signal.SIGKILL)
             waiting = [run.deadline - now for run in self.running.values() if not run.timed_out]
-            timeout = max(0.0, min(waiting)) if waiting else None
-            ready, _, _ = select.select([0, *self.running], [], [], timeout)
-            for fd in ready:
+            timeout_ms = max(0, int(min(waiting) * 1000) + 1) if waiting else None
+            for fd in set(self.running) - watched:
+                events.register(fd, select.POLLIN)
+            watched = set(self.running)
+            for fd, _ in events.poll(timeout_ms):
                 if fd == 0:
                     data = os.read(0, 1 << 16)
                     if not data:  # the engine is gone; its programs die with us (pdeathsig)
                         return
                     self.handle_requests(data)
-                else:
+                elif fd in self.running:
+                    events.unregister(fd)
+                    watched.discard(fd)
                     self.finish(self.running[fd])
 
 

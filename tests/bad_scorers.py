@@ -11,3 +11,9 @@ from sdk import Sample, ScoreResult, scorer
 def bad_components(sample: Sample, params: BaseModel) -> ScoreResult:
     """Returns a component that is not a number."""
     return ScoreResult(reward=1.0, components={"oops": "not a number"})  # type: ignore[dict-item]
+
+
+@scorer("contains_reference")
+def contains_reference(sample: Sample, params: BaseModel) -> float:
+    """A naive correctness check (the reference appears anywhere): answer spam beats it."""
+    return float(bool(sample.reference) and str(sample.reference) in sample.completion_text)

@@ -132,6 +132,19 @@ def test_concurrent_programs_run_as_different_uids_and_see_only_their_own_proces
         assert pid == "1" and visible == "[1]"  # PID 1 of its own namespace; no other process in /proc
 
 
+def test_many_concurrent_runs_all_start(box: Sandbox) -> None:
+    """Past the program's open-files limit in concurrent runs: what the zygote holds
+    for other runs (their pidfds and namespaces) must not count against a program."""
+    source = "import time\ntime.sleep(0.2)\nprint('ran')\n"
+
+    async def many() -> list[bytes]:
+        runs = await asyncio.gather(*(box.run("python", source, limits=QUICK) for _ in range(150)))
+        return [execution.stdout + execution.stderr for execution in runs]
+
+    outputs = _LOOP.run(many())
+    assert outputs == [b"ran\n"] * 150, {o for o in outputs if o != b"ran\n"}
+
+
 def test_a_fork_bomb_does_not_starve_a_concurrent_program(box: Sandbox) -> None:
     """RLIMIT_NPROC counts processes per uid: each program has its own uid, so one
     program exhausting its limit leaves the others theirs."""
