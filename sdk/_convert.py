@@ -110,6 +110,8 @@ def _tests_from_proto(tests: pb.TestSuite) -> TestSuite | None:
         outputs = tuple(json.loads(v) for v in calls.outputs_json)
     except json.JSONDecodeError as exc:
         raise ValueError(f"call_cases holds invalid JSON: {exc}") from exc
+    except RecursionError:
+        raise ValueError("call_cases holds JSON nested too deeply to read") from None
     return TestSuite(
         call_cases=CallCases(fn_name=calls.fn_name, inputs=inputs, outputs=outputs), options=options
     )
