@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +21,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from reward_server.embedded import EmbeddedServer
 from reward_server.interceptors import AuthInterceptor
-from sdk import AuthenticationError, ClientError, RewardClient
+from sdk import AuthenticationError, ClientError, RewardClient, Status
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +105,51 @@ def test_tls_with_a_local_certificate(tmp_path: Path) -> None:
             pytest.raises(ClientError),
         ):
             plaintext.score(scorer="fake")
+
+
+SNOOP = """
+import os
+needle = "arbiter-" + "canary-" + "7731"
+found = [k for k, v in os.environ.items() if needle in v]
+for pid in os.listdir("/proc"):
+    for name in ("environ", "cmdline"):
+        try:
+            if needle.encode() in open(f"/proc/{pid}/{name}", "rb").read():
+                found.append(f"/proc/{pid}/{name}")
+        except OSError:
+            pass
+for top in ("/run", "/etc", "/var/lib/arbiter", "/var/tmp", "/tmp", "/dev/shm", "/root", "/home"):
+    for root, _, files in os.walk(top):
+        for file in files:
+            try:
+                if needle in open(os.path.join(root, file), errors="ignore").read(1 << 16):
+                    found.append(os.path.join(root, file))
+            except OSError:
+                pass
+print("found " + " ".join(found) if found else "nothing")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the code sandbox needs root for full isolation")
+def test_the_servers_secrets_never_reach_sandboxed_code(tmp_path: Path) -> None:
+    """The token in the server's environment, its command line and its token file are
+    all out of reach of the programs the code scorer runs."""
+    canary = "arbiter-" + "canary-" + "7731"
+    token_file = tmp_path / "token"
+    token_file.write_text(canary)
+    token_file.chmod(0o600)
+    port = _free_port()
+    argv = [sys.executable, "-m", "reward_server.cli", "serve", "--port", str(port), "--no-metrics"]
+    argv += ["--token-file", str(token_file), "--log-level", "WARNING", "--plugin", "sdk.testing"]
+    env = {**os.environ, "ARBITER_CANARY": canary}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    process = subprocess.Popen([*argv, "--workers", "1"], env=env, **quiet)  # type: ignore[call-overload]
+    try:
+        with RewardClient(f"127.0.0.1:{port}", token=canary, wait_for_ready=True, timeout=60) as client:
+            tests = {"io_cases": [{"input": "", "output": "nothing"}]}
+            result = client.score(scorer="code", completion=SNOOP, tests=tests)
+        assert result.status is Status.OK, result.reason
+        assert result.details["cases"][0]["verdict"] == "passed", result.details
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
