@@ -155,15 +155,20 @@ class WorkerPool:
             return ScoreResult.failure(Status.INTERNAL, "worker pool is shut down", scorer=scorer.name)
         loop = asyncio.get_running_loop()
         waited = time.perf_counter()
-        try:
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            worker = await asyncio.wait_for(self._idle.get(), remaining)
-        except TimeoutError:
-            return ScoreResult.failure(
-                Status.DEADLINE_EXCEEDED,
-                "the deadline passed while waiting for a free worker",
-                scorer=scorer.name,
-            )
+        while True:
+            try:
+                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                worker = await asyncio.wait_for(self._idle.get(), remaining)
+            except TimeoutError:
+                return ScoreResult.failure(
+                    Status.DEADLINE_EXCEEDED,
+                    "the deadline passed while waiting for a free worker",
+                    scorer=scorer.name,
+                )
+            if worker.process.is_alive():
+                break
+            # Killed while idle (the OOM killer, an operator): not this sample's fault.
+            self._replace(worker)
         started = time.perf_counter()
         queued_ms = (started - waited) * 1000.0
         deadline_binds = deadline is not None and deadline - loop.time() < timeout_s
