@@ -24,7 +24,7 @@ from rich.table import Table
 
 from sdk import ArbiterError, RewardClient, ScoreResult
 
-from .config import ArbiterConfig, ConfigError, load_config
+from .config import ArbiterConfig, ConfigError, load_config, with_overrides
 from .embedded import EmbeddedServer
 from .logs import configure_logging
 from .server import TOKEN_ENV, ArbiterServer, resolve_token
@@ -36,8 +36,7 @@ err = Console(stderr=True)
 
 def _load(config_path: Path | None, overrides: Mapping[str, Any]) -> ArbiterConfig:
     config = load_config(config_path)
-    server = config.server.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    return config.model_copy(update={"server": server})
+    return with_overrides(config, server={k: v for k, v in overrides.items() if v is not None})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,13 +112,9 @@ def serve(
             },
         )
         if no_metrics:
-            config = config.model_copy(
-                update={"server": config.server.model_copy(update={"metrics_port": None})}
-            )
+            config = with_overrides(config, server={"metrics_port": None})
         if workers is not None:
-            config = config.model_copy(
-                update={"workers": config.workers.model_copy(update={"processes": workers})}
-            )
+            config = with_overrides(config, workers={"processes": workers})
         server = ArbiterServer(config, plugins=plugins, token=resolve_token(config))
     except (ConfigError, ArbiterError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc

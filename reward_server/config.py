@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-__all__ = ["ArbiterConfig", "ConfigError", "ScorerConfig", "ServerSection", "WorkerSection", "load_config"]
+__all__ = [
+    "ArbiterConfig",
+    "ConfigError",
+    "ScorerConfig",
+    "ServerSection",
+    "WorkerSection",
+    "load_config",
+    "with_overrides",
+]
 
 
 class ConfigError(ValueError):
@@ -132,7 +141,26 @@ def load_config(path: str | Path | None = None) -> ArbiterConfig:
     try:
         return ArbiterConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "\n".join(
-            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{origin} is invalid:\n{problems}") from exc
+        raise ConfigError(f"{origin} is invalid:\n{_problems(exc)}") from exc
+
+
+def _problems(exc: ValidationError) -> str:
+    return "\n".join(f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+
+
+def with_overrides(
+    config: ArbiterConfig,
+    *,
+    server: Mapping[str, Any] | None = None,
+    workers: Mapping[str, Any] | None = None,
+) -> ArbiterConfig:
+    """``config`` with some server or worker settings replaced, validated as a whole:
+    an override can break a rule that spans fields (a TLS certificate without its
+    key), and ``model_copy`` would not notice."""
+    data = config.model_dump()
+    data["server"].update(server or {})
+    data["workers"].update(workers or {})
+    try:
+        return ArbiterConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings:\n{_problems(exc)}") from exc

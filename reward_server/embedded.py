@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from .config import ArbiterConfig, load_config
+from .config import ArbiterConfig, load_config, with_overrides
 from .server import ArbiterServer
 
 __all__ = ["EmbeddedServer"]
@@ -34,7 +34,7 @@ class EmbeddedServer:
         config = config or load_config()
         overrides: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "metrics_port": 0 if metrics else None}
         overrides.update(server_overrides)
-        self.config = config.model_copy(update={"server": config.server.model_copy(update=overrides)})
+        self.config = with_overrides(config, server=overrides)
         self.server = ArbiterServer(self.config, plugins=tuple(plugins), token=token)
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None

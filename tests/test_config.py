@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reward_server.config import ConfigError, load_config
+from reward_server.config import ArbiterConfig, ConfigError, load_config, with_overrides
+from reward_server.embedded import EmbeddedServer
 from reward_server.server import build_registry, build_scorers
 from sdk import ScorerDefinitionError
 
@@ -84,3 +85,16 @@ def test_invalid_default_params_name_the_scorer(tmp_path: Path) -> None:
     config = load_config(path)
     with pytest.raises(ScorerDefinitionError, match=r"\[scorers.short\].*limit"):
         build_scorers(config, build_registry(config))
+
+
+def test_overrides_are_validated_like_a_config_file(tmp_path: Path) -> None:
+    """A TLS certificate without its key must not quietly serve plaintext, whether it
+    comes from a file, the command line or an embedded server's arguments."""
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not checked before the pair is")
+    with pytest.raises(ConfigError, match="tls_cert_file and tls_key_file"):
+        with_overrides(ArbiterConfig(), server={"tls_cert_file": cert})
+    with pytest.raises(ConfigError, match="tls_cert_file and tls_key_file"):
+        EmbeddedServer(plugins=["sdk.testing"], tls_cert_file=cert)
+    with pytest.raises(ConfigError, match="processes"):
+        with_overrides(ArbiterConfig(), workers={"processes": 0})
