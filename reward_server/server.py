@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -176,6 +177,9 @@ class ArbiterServer:
                 "metrics_port": self.metrics_port,
             },
         )
+        exposure = _exposure(cfg.host, tls=cfg.tls_cert_file is not None, auth=bool(self.token))
+        if exposure:
+            log.warning(exposure, extra={"address": f"{cfg.host}:{port}"})
         return int(port)
 
     async def _setup_scorers(self) -> None:
@@ -226,3 +230,17 @@ class ArbiterServer:
         await stop.wait()
         log.info("shutting down", extra={"grace_s": self.config.server.grace_period_s})
         await self.stop()
+
+
+def _exposure(host: str, *, tls: bool, auth: bool) -> str:
+    """A warning when the server is reachable beyond this machine without a token
+    or without TLS ('' when it is not)."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    missing = [what for what, present in (("a token", auth), ("TLS", tls)) if not present]
+    if loopback or not missing:
+        return ""
+    without = " or ".join(missing)
+    return f"serving on {host}, beyond loopback, without {without}: whoever reaches it can use it"

@@ -153,3 +153,14 @@ def test_the_servers_secrets_never_reach_sandboxed_code(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=60)
+
+
+def test_serving_beyond_loopback_without_token_or_tls_warns(caplog: pytest.LogCaptureFixture) -> None:
+    exposed = EmbeddedServer(plugins=["sdk.testing"], host="0.0.0.0")
+    with caplog.at_level("WARNING", logger="arbiter"), exposed:
+        pass
+    assert any("beyond loopback, without a token or TLS" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="arbiter"), EmbeddedServer(plugins=["sdk.testing"]):
+        pass
+    assert not any("beyond loopback" in r.getMessage() for r in caplog.records)
