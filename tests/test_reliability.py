@@ -180,3 +180,44 @@ def test_workers_killed_while_idle_are_replaced_without_failing_a_sample(restart
         time.sleep(0.3)  # dead before the next call, as after an OOM kill
         results = client.score_batch([{"scorer": "fake_cpu", "params": {"reward": 0.5}}] * 8)
     assert [(r.status, r.reward) for r in results] == [(Status.OK, 0.5)] * 8, [r.reason for r in results]
+
+
+def test_replicas_one_killed_mid_run_lose_nothing() -> None:
+    """Two replicas behind the client's round-robin, two streams (one lands on each);
+    one replica is killed mid-run and never comes back: its unanswered requests are
+    answered by the other, each exactly once."""
+    replicas = [_ServerProcess(_free_port()), _ServerProcess(_free_port())]
+    for replica in replicas:
+        replica.start()
+    try:
+        targets = [f"127.0.0.1:{replica.port}" for replica in replicas]
+        streams = [
+            [
+                {"scorer": "fake_cpu", "request_id": f"s{n}-{i}", "params": {"delay_s": 0.02}}
+                for i in range(100)
+            ]
+            for n in range(2)
+        ]
+        answered: list[str] = []
+        lock = threading.Lock()
+        with RewardClient(targets, reconnect_s=30) as client:
+            assert all(r.ok for r in client.score_batch(streams[0][:4]))  # both replicas are ready
+
+            def consume(items: list[dict[str, object]]) -> None:
+                for result in client.stream(items):
+                    assert result.ok, result.reason
+                    with lock:
+                        answered.append(result.request_id)
+
+            threads = [threading.Thread(target=consume, args=(items,)) for items in streams]
+            for thread in threads:
+                thread.start()
+            while len(answered) < 40:
+                time.sleep(0.01)
+            replicas[0].kill()
+            for thread in threads:
+                thread.join(timeout=120)
+        assert sorted(answered) == sorted(item["request_id"] for items in streams for item in items)
+    finally:
+        for replica in replicas:
+            replica.stop()
