@@ -176,5 +176,8 @@ class Dispatcher:
     def _record(self, result: ScoreResult, scorer: str, label: str | None = None) -> ScoreResult:
         if result.scorer != scorer:  # failures decided before scoring carry no name yet
             result = dataclasses.replace(result, scorer=scorer)
-        self.metrics.count_sample(label or scorer, result.status.name, result.scoring_ms / 1000.0)
+        component = _depth.get() > 0  # called by a scorer (a composite's component), not by a request
+        self.metrics.count_sample(
+            label or scorer, result.status.name, result.scoring_ms / 1000.0, component=component
+        )
         return result

@@ -28,6 +28,12 @@ class Metrics:
         self.samples = Counter(
             "arbiter_samples", "samples scored, by status", ["scorer", "status"], registry=r
         )
+        self.component_calls = Counter(
+            "arbiter_component_calls",
+            "calls a scorer made to another (composite components), by status; not samples",
+            ["scorer", "status"],
+            registry=r,
+        )
         self.scoring_seconds = Histogram(
             "arbiter_scoring_seconds",
             "time inside the scorer",
@@ -45,16 +51,18 @@ class Metrics:
         self.worker_restarts = Gauge(
             "arbiter_worker_restarts", "worker processes replaced (timeouts, crashes)", registry=r
         )
-        self._sample_children: dict[tuple[str, str], Any] = {}
+        self._sample_children: dict[tuple[str, str, bool], Any] = {}
         self._http: Any = None
         self._thread: threading.Thread | None = None
 
-    def count_sample(self, scorer: str, status: str, scoring_s: float) -> None:
-        """One scored sample (label children cached: this runs once per sample)."""
-        key = (scorer, status)
+    def count_sample(self, scorer: str, status: str, scoring_s: float, *, component: bool = False) -> None:
+        """One scored sample, or one component call of a scorer that calls others
+        (label children cached: this runs once per sample)."""
+        key = (scorer, status, component)
         children = self._sample_children.get(key)
         if children is None:
-            children = (self.samples.labels(scorer, status), self.scoring_seconds.labels(scorer))
+            counter = self.component_calls if component else self.samples
+            children = (counter.labels(scorer, status), self.scoring_seconds.labels(scorer))
             self._sample_children[key] = children
         children[0].inc()
         if scoring_s:

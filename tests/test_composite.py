@@ -3,6 +3,7 @@ per-component results, through the real server."""
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,3 +171,19 @@ def test_composite_nested_in_itself_does_not_deadlock_on_its_own_limit() -> None
     with EmbeddedServer(config) as server, RewardClient(server.target, timeout=20) as c:
         results = c.score_batch([{"scorer": "composite", "params": nested}] * 6)
     assert all(r.ok for r in results), [r.reason for r in results]
+
+
+def test_metrics_count_samples_once_and_components_apart(tmp_path: Path) -> None:
+    config_file = tmp_path / "composite.toml"
+    config_file.write_text(REFERENCE)
+    with (
+        EmbeddedServer(load_config(config_file), plugins=["sdk.testing"], metrics=True) as server,
+        RewardClient(server.target) as client,
+    ):
+        body = "<think>a</think><answer>1</answer>"
+        assert client.score(scorer="code_reward", completion=body, reference="1").ok
+        text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    assert 'arbiter_samples_total{scorer="code_reward",status="OK"} 1.0' in text
+    assert 'arbiter_samples_total{scorer="format"' not in text  # a component is not a sample
+    assert 'arbiter_component_calls_total{scorer="format",status="OK"} 1.0' in text
+    assert 'arbiter_component_calls_total{scorer="tests_pass",status="OK"} 1.0' in text
