@@ -129,9 +129,10 @@ class ArbiterServer:
             max_batch_size=cfg.max_batch_size,
             max_stream_inflight=cfg.max_stream_inflight,
         )
+        # Observability outermost, so refused calls are counted (as UNAUTHENTICATED) too.
         interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(self.metrics)]
         if self.token:
-            interceptors.insert(0, AuthInterceptor(self.token))
+            interceptors.append(AuthInterceptor(self.token))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[

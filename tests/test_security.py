@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -164,3 +165,14 @@ def test_serving_beyond_loopback_without_token_or_tls_warns(caplog: pytest.LogCa
     with caplog.at_level("WARNING", logger="arbiter"), EmbeddedServer(plugins=["sdk.testing"]):
         pass
     assert not any("beyond loopback" in r.getMessage() for r in caplog.records)
+
+
+def test_refused_calls_are_counted_in_the_metrics() -> None:
+    with EmbeddedServer(plugins=["sdk.testing"], token="correct horse", metrics=True) as server:
+        with RewardClient(server.target, token="wrong") as client, pytest.raises(AuthenticationError):
+            client.score(scorer="fake")
+        with RewardClient(server.target, token="correct horse") as client:
+            assert client.score(scorer="fake").ok
+        text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    assert 'arbiter_rpcs_total{code="UNAUTHENTICATED",method="Score"} 1.0' in text
+    assert 'arbiter_rpcs_total{code="OK",method="Score"} 1.0' in text
