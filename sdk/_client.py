@@ -68,11 +68,18 @@ def _unavailable(exc: grpc.RpcError) -> bool:
     return hasattr(exc, "code") and exc.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def _gave_up(exc: grpc.RpcError, backoff: _Backoff) -> ClientError:
-    error = translate_error(exc)
-    if backoff.within_s > 0:
-        error.args = (f"{error.args[0]} (still unavailable after retrying for {backoff.within_s:g}s)",)
-    return error
+def _delay_or_raise(exc: grpc.RpcError, backoff: _Backoff) -> float:
+    """How long to wait before trying again after ``exc``; raises the client error
+    when the failure is not UNAVAILABLE or the reconnect budget is spent."""
+    if not _unavailable(exc):
+        raise translate_error(exc) from exc
+    delay = backoff.next_delay()
+    if delay is None:
+        error = translate_error(exc)
+        if backoff.within_s > 0:
+            error.args = (f"{error.args[0]} (still unavailable after retrying for {backoff.within_s:g}s)",)
+        raise error from exc
+    return delay
 
 
 class _StreamState:
@@ -109,6 +116,11 @@ class _StreamState:
         """True the first time an answer for ``request_id`` arrives."""
         with self._lock:
             return self.pending.pop(request_id, None) is not None
+
+    def check_complete(self) -> None:
+        """After a stream ended cleanly: every request must have had its answer."""
+        if self.pending:
+            raise ClientError(f"the stream ended with {len(self.pending)} requests unanswered")
 
     def stop(self) -> None:
         with self._lock:
@@ -185,10 +197,7 @@ class RewardClient(_ClientBase):
             try:
                 return method(request, **self._call_kwargs(timeout))
             except grpc.RpcError as exc:
-                delay = backoff.next_delay() if _unavailable(exc) else None
-                if delay is None:
-                    raise _gave_up(exc, backoff) if _unavailable(exc) else translate_error(exc) from exc
-                time.sleep(delay)
+                time.sleep(_delay_or_raise(exc, backoff))
 
     def score(
         self,
@@ -249,13 +258,9 @@ class RewardClient(_ClientBase):
                             backoff = _Backoff(self.reconnect_s)  # progress: a fresh budget
                             yield _convert.result_from_proto(response.result, response.request_id)
                 except grpc.RpcError as exc:
-                    delay = backoff.next_delay() if _unavailable(exc) else None
-                    if delay is None:
-                        raise _gave_up(exc, backoff) if _unavailable(exc) else translate_error(exc) from exc
-                    time.sleep(delay)
+                    time.sleep(_delay_or_raise(exc, backoff))
                     continue
-                if state.pending:
-                    raise ClientError(f"the stream ended with {len(state.pending)} requests unanswered")
+                state.check_complete()
                 return
         finally:
             state.stop()
@@ -296,10 +301,7 @@ class AsyncRewardClient(_ClientBase):
             try:
                 return await method(request, **self._call_kwargs(timeout))
             except grpc.RpcError as exc:
-                delay = backoff.next_delay() if _unavailable(exc) else None
-                if delay is None:
-                    raise _gave_up(exc, backoff) if _unavailable(exc) else translate_error(exc) from exc
-                await asyncio.sleep(delay)
+                await asyncio.sleep(_delay_or_raise(exc, backoff))
 
     async def score(
         self,
@@ -351,13 +353,9 @@ class AsyncRewardClient(_ClientBase):
                             backoff = _Backoff(self.reconnect_s)  # progress: a fresh budget
                             yield _convert.result_from_proto(response.result, response.request_id)
                 except grpc.RpcError as exc:
-                    delay = backoff.next_delay() if _unavailable(exc) else None
-                    if delay is None:
-                        raise _gave_up(exc, backoff) if _unavailable(exc) else translate_error(exc) from exc
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(_delay_or_raise(exc, backoff))
                     continue
-                if state.pending:
-                    raise ClientError(f"the stream ended with {len(state.pending)} requests unanswered")
+                state.check_complete()
                 return
         finally:
             state.stop()
