@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -65,11 +65,14 @@ class _ServerProcess:
     def __init__(self, port: int) -> None:
         self.port = port
         self.process: subprocess.Popen[bytes] | None = None
+        self._started: list[subprocess.Popen[bytes]] = []
+        self._chaos: list[threading.Thread] = []
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "reward_server.cli", "serve", "--plugin", "sdk.testing"]
         argv += ["--port", str(self.port), "--no-metrics", "--workers", "1", "--log-level", "WARNING"]
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._started.append(self.process)
         deadline = time.monotonic() + 60
         with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
@@ -88,10 +91,20 @@ class _ServerProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
 
+    def later(self, action: Callable[[], object]) -> None:
+        """Run ``action`` (kills, restarts) on a thread that ``stop`` waits for, so
+        nothing it starts outlives the test, even a failing one."""
+        thread = threading.Thread(target=action, daemon=True)
+        self._chaos.append(thread)
+        thread.start()
+
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=30)
+        for thread in self._chaos:
+            thread.join(timeout=90)
+        for process in self._started:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
 
 
 @pytest.fixture
@@ -104,12 +117,6 @@ def restartable() -> Iterator[_ServerProcess]:
         server.stop()
 
 
-def _restart_later(server: _ServerProcess, after_s: float) -> threading.Thread:
-    thread = threading.Thread(target=lambda: (time.sleep(after_s), server.start()), daemon=True)
-    thread.start()
-    return thread
-
-
 def test_stream_survives_the_server_being_killed_and_restarted(restartable: _ServerProcess) -> None:
     # One worker scores one item at a time (10 ms each), so the kill lands mid-stream.
     items = [
@@ -117,7 +124,6 @@ def test_stream_survives_the_server_being_killed_and_restarted(restartable: _Ser
         for i in range(300)
     ]
     answered: list[str] = []
-    restarter: threading.Thread | None = None
     with RewardClient(f"127.0.0.1:{restartable.port}", reconnect_s=60) as client:
         for result in client.stream(items):
             assert result.ok, result.reason
@@ -125,9 +131,7 @@ def test_stream_survives_the_server_being_killed_and_restarted(restartable: _Ser
             answered.append(result.request_id)
             if len(answered) == 50:
                 restartable.kill()
-                restarter = _restart_later(restartable, 0.5)
-    assert restarter is not None
-    restarter.join()
+                restartable.later(lambda: (time.sleep(0.5), restartable.start()))
     assert sorted(answered) == sorted(item["request_id"] for item in items)  # each exactly once
 
 
@@ -146,10 +150,8 @@ def test_batch_survives_the_server_being_killed_and_restarted(restartable: _Serv
         time.sleep(0.5)
         restartable.start()
 
-    chaos = threading.Thread(target=kill_then_restart, daemon=True)
-    chaos.start()
+    restartable.later(kill_then_restart)
     rewards = asyncio.run(score())
-    chaos.join()
     assert rewards == pytest.approx([i / 100 for i in range(60)])
     assert restartable.process is not None and restartable.process.poll() is None  # the new one served it
 
