@@ -1,14 +1,17 @@
 """The ``arbiter.reward.v1.RewardService`` handlers.
 
-Thin on purpose: decode, hand each sample to the dispatcher, encode. Requests
-that cannot be decoded at all (invalid UTF-8 in a string field, garbage bytes) are
-refused with INVALID_ARGUMENT and a reason, instead of gRPC's opaque INTERNAL; a
+Thin on purpose: decode, hand each sample to the dispatcher, encode. A sample
+protobuf cannot decode (invalid UTF-8 in a string field) gets INVALID_INPUT on its
+own, in a batch or a stream alike (the batch's framing is walked by hand, see
+``wire.py``); a ``Score`` call or a batch whose bytes are not a message at all is
+refused with INVALID_ARGUMENT and a reason, instead of gRPC's opaque INTERNAL. A
 sample that decodes but is malformed or too large gets INVALID_INPUT on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +27,7 @@ from sdk._convert import request_from_proto, result_to_proto
 from sdk._proto import reward_pb2 as pb
 
 from .dispatch import Dispatcher
+from .wire import WireFormatError, length_delimited_fields
 
 __all__ = ["SERVICE_NAME", "RewardService"]
 
@@ -38,16 +42,52 @@ class Undecodable:
     """Stands in for a request message that protobuf could not parse."""
 
     reason: str
+    request_id: str = ""  # salvaged from the wire when that field itself is sound
+
+    def response(self) -> pb.ScoreResponse:
+        failure = ScoreResult.failure(Status.INVALID_INPUT, self.reason)
+        return pb.ScoreResponse(request_id=self.request_id, result=result_to_proto(failure))
+
+
+_DECODE_ERRORS = (DecodeError, ValueError, UnicodeDecodeError)
 
 
 def _lenient(message_type: type[M]) -> Callable[[bytes], M | Undecodable]:
     def deserialize(data: bytes) -> M | Undecodable:
         try:
             return message_type.FromString(data)
-        except (DecodeError, ValueError, UnicodeDecodeError) as exc:
+        except _DECODE_ERRORS as exc:
             return Undecodable(f"not a valid {message_type.DESCRIPTOR.full_name}: {exc}")
 
     return deserialize
+
+
+def _lenient_request(data: bytes) -> pb.ScoreRequest | Undecodable:
+    """A ScoreRequest, or why not, with its request_id when that much is readable."""
+    try:
+        return pb.ScoreRequest.FromString(data)
+    except _DECODE_ERRORS as exc:
+        request_id = ""
+        with contextlib.suppress(WireFormatError, UnicodeDecodeError):
+            ids = length_delimited_fields(data, _REQUEST_ID_FIELD)
+            request_id = ids[-1].decode("utf-8") if ids else ""
+        return Undecodable(f"not a valid {pb.ScoreRequest.DESCRIPTOR.full_name}: {exc}", request_id)
+
+
+def _lenient_batch(data: bytes) -> list[pb.ScoreRequest | Undecodable] | Undecodable:
+    """The batch's requests, each parsed on its own when the batch as a whole is not
+    parseable, so one bad sample costs one result."""
+    try:
+        return list(pb.ScoreBatchRequest.FromString(data).requests)
+    except _DECODE_ERRORS as exc:
+        try:
+            return [_lenient_request(raw) for raw in length_delimited_fields(data, _BATCH_REQUESTS_FIELD)]
+        except WireFormatError:
+            return Undecodable(f"not a valid {pb.ScoreBatchRequest.DESCRIPTOR.full_name}: {exc}")
+
+
+_REQUEST_ID_FIELD = pb.ScoreRequest.DESCRIPTOR.fields_by_name["request_id"].number
+_BATCH_REQUESTS_FIELD = pb.ScoreBatchRequest.DESCRIPTOR.fields_by_name["requests"].number
 
 
 class RewardService:
@@ -69,12 +109,12 @@ class RewardService:
             ),
             "ScoreBatch": grpc.unary_unary_rpc_method_handler(
                 self.ScoreBatch,
-                request_deserializer=_lenient(pb.ScoreBatchRequest),
+                request_deserializer=_lenient_batch,
                 response_serializer=pb.ScoreBatchResponse.SerializeToString,
             ),
             "StreamScore": grpc.stream_stream_rpc_method_handler(
                 self.StreamScore,
-                request_deserializer=_lenient(pb.ScoreRequest),
+                request_deserializer=_lenient_request,
                 response_serializer=pb.ScoreResponse.SerializeToString,
             ),
             "ListScorers": grpc.unary_unary_rpc_method_handler(
@@ -95,20 +135,20 @@ class RewardService:
 
     async def ScoreBatch(
         self,
-        request: pb.ScoreBatchRequest | Undecodable,
+        requests: list[pb.ScoreRequest | Undecodable] | Undecodable,
         context: grpc.aio.ServicerContext,
     ) -> pb.ScoreBatchResponse:
-        if isinstance(request, Undecodable):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
-        assert isinstance(request, pb.ScoreBatchRequest)
-        if len(request.requests) > self.max_batch_size:
+        if isinstance(requests, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, requests.reason)
+        assert isinstance(requests, list)
+        if len(requests) > self.max_batch_size:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"batch of {len(request.requests)} samples exceeds max_batch_size={self.max_batch_size};"
+                f"batch of {len(requests)} samples exceeds max_batch_size={self.max_batch_size};"
                 " split it (the client does this with batch_chunk_size)",
             )
         deadline = _deadline(context)
-        responses = await asyncio.gather(*(self._score_one(r, deadline) for r in request.requests))
+        responses = await asyncio.gather(*(self._score_any(r, deadline) for r in requests))
         return pb.ScoreBatchResponse(responses=responses)
 
     async def StreamScore(
@@ -122,11 +162,7 @@ class RewardService:
         tasks: set[asyncio.Task[None]] = set()
 
         async def score(request: pb.ScoreRequest | Undecodable) -> None:
-            if isinstance(request, Undecodable):
-                failure = ScoreResult.failure(Status.INVALID_INPUT, request.reason)
-                await done.put(pb.ScoreResponse(result=result_to_proto(failure)))
-            else:
-                await done.put(await self._score_one(request, deadline))
+            await done.put(await self._score_any(request, deadline))
 
         async def read() -> None:
             try:
@@ -172,6 +208,13 @@ class RewardService:
                 )
             )
         return pb.ListScorersResponse(scorers=infos)
+
+    async def _score_any(
+        self, request: pb.ScoreRequest | Undecodable, deadline: float | None
+    ) -> pb.ScoreResponse:
+        if isinstance(request, Undecodable):
+            return request.response()
+        return await self._score_one(request, deadline)
 
     async def _score_one(self, request: pb.ScoreRequest, deadline: float | None) -> pb.ScoreResponse:
         try:

@@ -154,11 +154,12 @@ def _raw_call(target: str, method: str, payload: bytes) -> grpc.RpcError | bytes
             return exc
 
 
-def _with_invalid_utf8_completion() -> bytes:
+def _with_invalid_utf8_completion(request_id: bytes = b"") -> bytes:
     # Sample.completion (field 2) -> Content.text (field 1) holding the bytes ff fe.
     content = b"\x0a\x02\xff\xfe"
     sample = b"\x12" + bytes([len(content)]) + content
-    return b"\x12\x04fake" + b"\x1a" + bytes([len(sample)]) + sample
+    tagged = b"\x0a" + bytes([len(request_id)]) + request_id if request_id else b""
+    return tagged + b"\x12\x04fake" + b"\x1a" + bytes([len(sample)]) + sample
 
 
 def test_invalid_utf8_on_the_wire_is_refused_with_a_reason(
@@ -183,6 +184,30 @@ def test_invalid_utf8_in_a_stream_costs_one_result(server: EmbeddedServer) -> No
         ]
     statuses = sorted((r.request_id, r.result.status) for r in replies)
     assert statuses == [("", pb.INVALID_INPUT), ("good", pb.OK)]
+
+
+def test_undecodable_stream_message_keeps_its_request_id(server: EmbeddedServer) -> None:
+    with grpc.insecure_channel(server.target) as channel:
+        call = channel.stream_stream("/arbiter.reward.v1.RewardService/StreamScore")
+        replies = call(iter([_with_invalid_utf8_completion(b"r7")]), timeout=10)
+        (reply,) = [pb.ScoreResponse.FromString(r) for r in replies]
+    assert (reply.request_id, reply.result.status) == ("r7", pb.INVALID_INPUT)
+    assert "ScoreRequest" in reply.result.reason
+
+
+def test_undecodable_sample_in_a_batch_costs_one_result(server: EmbeddedServer) -> None:
+    good = pb.ScoreRequest(request_id="good", scorer="fake").SerializeToString()
+    bad = _with_invalid_utf8_completion(b"bad")
+    # ScoreBatchRequest.requests is field 1: each request framed as a length-delimited field.
+    batch = b"".join(b"\x0a" + bytes([len(r)]) + r for r in (good, bad, good))
+    raw = _raw_call(server.target, "ScoreBatch", batch)
+    assert isinstance(raw, bytes)
+    replies = pb.ScoreBatchResponse.FromString(raw).responses
+    assert [(r.request_id, r.result.status) for r in replies] == [
+        ("good", pb.OK),
+        ("bad", pb.INVALID_INPUT),
+        ("good", pb.OK),
+    ]
 
 
 def test_oversized_sample_fails_alone_and_oversized_request_is_refused(client: RewardClient) -> None:
