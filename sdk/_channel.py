@@ -211,6 +211,21 @@ def translate_error(exc: grpc.RpcError) -> ClientError:
     return ClientError(f"call failed ({name}): {details}", code=name)
 
 
-def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+_FRAMING_BYTES = 6  # a repeated field's tag and length prefix, at most
+
+
+def chunks(requests: Sequence[Any], size: int, max_bytes: int) -> Iterable[Sequence[Any]]:
+    """Consecutive runs of at most ``size`` requests and ``max_bytes`` encoded bytes,
+    so a batch of long completions is not refused whole for its size. A request
+    larger than ``max_bytes`` goes alone (the server judges it, sample by sample)."""
+    part: list[Any] = []
+    total = 0
+    for request in requests:
+        encoded = request.ByteSize() + _FRAMING_BYTES
+        if part and (len(part) >= size or total + encoded > max_bytes):
+            yield part
+            part, total = [], 0
+        part.append(request)
+        total += encoded
+    if part:
+        yield part

@@ -43,6 +43,7 @@ __all__ = ["AsyncRewardClient", "RewardClient"]
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_CHUNK = 512
+DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024  # a quarter of the server's default message limit
 DEFAULT_RECONNECT_S = 30.0
 
 
@@ -150,6 +151,7 @@ class _ClientBase:
         max_attempts: int = 5,
         wait_for_ready: bool = False,
         batch_chunk_size: int = DEFAULT_CHUNK,
+        batch_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         reconnect_s: float = DEFAULT_RECONNECT_S,
     ) -> None:
         self._settings = ChannelSettings.build(
@@ -160,9 +162,23 @@ class _ClientBase:
         if batch_chunk_size < 1:
             raise ValueError("batch_chunk_size must be at least 1")
         self.batch_chunk_size = batch_chunk_size
+        if batch_chunk_bytes < 1:
+            raise ValueError("batch_chunk_bytes must be at least 1")
+        self.batch_chunk_bytes = batch_chunk_bytes
         if reconnect_s < 0:
             raise ValueError("reconnect_s must be >= 0 (0: fail at once when the server is unavailable)")
         self.reconnect_s = reconnect_s
+
+    def _batch_parts(
+        self, requests: Sequence[pb.ScoreRequest], timeout: float | None
+    ) -> Iterator[tuple[Sequence[pb.ScoreRequest], float | None]]:
+        """The ScoreBatch calls one ``score_batch`` makes, each with what is left of
+        the whole batch's deadline (``timeout`` bounds the batch, not each call)."""
+        budget = self.timeout if timeout is None else timeout
+        deadline = None if budget is None else time.monotonic() + budget
+        for part in chunks(requests, self.batch_chunk_size, self.batch_chunk_bytes):
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            yield part, remaining
 
     def _call_kwargs(self, timeout: float | None) -> dict[str, Any]:
         return {
@@ -237,8 +253,8 @@ class RewardClient(_ClientBase):
         """
         batch = prepare_batch(items)
         responses: list[pb.ScoreResponse] = []
-        for part in chunks(batch.requests, self.batch_chunk_size):
-            reply = self._call(self._stub.ScoreBatch, pb.ScoreBatchRequest(requests=part), timeout)
+        for part, remaining in self._batch_parts(batch.requests, timeout):
+            reply = self._call(self._stub.ScoreBatch, pb.ScoreBatchRequest(requests=part), remaining)
             responses.extend(reply.responses)
         return fill_batch(batch, responses)
 
@@ -334,8 +350,8 @@ class AsyncRewardClient(_ClientBase):
     ) -> list[ScoreResult]:
         batch = prepare_batch(items)
         responses: list[pb.ScoreResponse] = []
-        for part in chunks(batch.requests, self.batch_chunk_size):
-            reply = await self._call(self._stub.ScoreBatch, pb.ScoreBatchRequest(requests=part), timeout)
+        for part, remaining in self._batch_parts(batch.requests, timeout):
+            reply = await self._call(self._stub.ScoreBatch, pb.ScoreBatchRequest(requests=part), remaining)
             responses.extend(reply.responses)
         return fill_batch(batch, responses)
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from reward_server.embedded import EmbeddedServer
-from sdk import RewardClient, ServerUnavailableError
+from sdk import DeadlineExceededError, RewardClient, ServerUnavailableError, Status
 
 
 def _served(server: EmbeddedServer) -> float:
@@ -80,3 +80,23 @@ def test_large_calls_are_retried_too() -> None:
         with pytest.raises(ServerUnavailableError):
             client.score_batch([{"scorer": "fake", "completion": "x" * 200_000}] * 3)
         assert time.perf_counter() - started > 0.2  # backoff happened: it was retried
+
+
+def test_large_batches_are_split_by_bytes_and_bounded_by_one_deadline(server: EmbeddedServer) -> None:
+    # The session server refuses messages over 1 MiB: eight 200 KB samples fit only when split.
+    big = "x" * (200 * 1024)
+    items = [{"scorer": "fake", "completion": big, "request_id": str(i)} for i in range(8)]
+    with RewardClient(server.target, batch_chunk_bytes=512 * 1024) as client:
+        results = client.score_batch(items)
+    assert [r.request_id for r in results] == [str(i) for i in range(8)]
+    assert all(r.ok for r in results)
+    # `timeout` bounds the whole batch: three calls of 0.4 s each do not fit in 1 s.
+    slow = [{"scorer": "fake", "params": {"delay_s": 0.4}} for _ in range(3)]
+    with RewardClient(server.target, batch_chunk_size=1, reconnect_s=0) as client:
+        started = time.monotonic()
+        try:
+            statuses = [r.status for r in client.score_batch(slow, timeout=1.0)]
+        except DeadlineExceededError:
+            statuses = []  # the last call's deadline passed before the server answered
+    assert time.monotonic() - started < 1.5
+    assert statuses in ([], [Status.OK, Status.OK, Status.DEADLINE_EXCEEDED])
