@@ -2,7 +2,8 @@
 
 Loads any ``AutoModelForSequenceClassification``-style model from a local
 directory (``from_pretrained``), optionally with a PEFT/LoRA adapter merged in, on
-CUDA when present (bf16/fp16) and on the CPU otherwise (fp32).
+CUDA when present (bf16/fp16) and on the CPU otherwise (fp32); or, with
+``backend = "vllm"``, on vLLM (a GPU and the ``vllm`` extra; see ``_vllm_engine``).
 
 Correctness choices, each a known pitfall:
 
@@ -40,7 +41,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
@@ -48,6 +49,9 @@ from pydantic.config import JsonDict
 from sdk import CONFIG_ONLY, Message, Sample, SampleError, Scorer, ScoreResult, content_from_value
 
 from ..batching import DynamicBatcher
+
+if TYPE_CHECKING:
+    from ._vllm_engine import VllmEngine
 
 __all__ = ["RewardModelParams", "RewardModelScorer"]
 
@@ -61,10 +65,16 @@ class RewardModelParams(BaseModel):
 
     model_path: str | None = Field(None, description="local model directory", json_schema_extra=_PINNED)
     adapter_path: str | None = Field(None, description="PEFT adapter directory", json_schema_extra=_PINNED)
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="vllm: a CUDA GPU and the vllm extra", json_schema_extra=_PINNED
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", json_schema_extra=_PINNED)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", json_schema_extra=_PINNED)
     max_batch_size: int = Field(32, ge=1, le=4096, json_schema_extra=_PINNED)
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, json_schema_extra=_PINNED)
+    gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1, description="vllm: the share of GPU memory it may take", json_schema_extra=_PINNED
+    )
     max_length: int = Field(4096, ge=8)
     truncation: Literal["left", "error"] = "left"
     chat_template: bool = Field(True, description="render prompt + completion with the tokenizer's template")
@@ -98,16 +108,14 @@ class _Running:
             return self.mean, std
 
 
-class _LoadedModel:
-    """One model on one device, with its tokenizer and batcher."""
+class _TransformersEngine:
+    """Forward passes with transformers, on CUDA or the CPU."""
 
     def __init__(self, params: RewardModelParams) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from transformers import AutoModelForSequenceClassification
 
         assert params.model_path is not None
-        hf_logging.disable_progress_bar()  # a server logs JSON lines, not progress bars
         self.torch = torch
         device = params.device
         if device == "auto":
@@ -120,15 +128,15 @@ class _LoadedModel:
                 dtype_name = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
             else:
                 dtype_name = "float32"
-        self.device, self.dtype = device, getattr(torch, dtype_name)
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(params.model_path)
-        model: Any = AutoModelForSequenceClassification.from_pretrained(params.model_path, dtype=self.dtype)
+        self.device, self.dtype_name = device, dtype_name
+        model: Any = AutoModelForSequenceClassification.from_pretrained(
+            params.model_path, dtype=getattr(torch, dtype_name)
+        )
         if params.adapter_path:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, params.adapter_path).merge_and_unload()
         self.model = model.to(device).eval()
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.num_labels = int(self.model.config.num_labels)
         self.memory_bytes = sum(t.numel() * t.element_size() for t in self.model.parameters()) + sum(
             t.numel() * t.element_size() for t in self.model.buffers()
@@ -138,31 +146,12 @@ class _LoadedModel:
         prefix = getattr(self.model, "base_model_prefix", "")
         self.backbone = getattr(self.model, prefix, None) if prefix else None
         self.head = getattr(self.model, "score", None)
-        self.batcher: DynamicBatcher[list[int], tuple[list[float], int]] = DynamicBatcher(
-            self.forward,
-            max_batch_size=params.max_batch_size,
-            max_wait_ms=params.max_wait_ms,
-            name="reward-model",
-        )
-        self.running = _Running()
-        log.info(
-            "reward model loaded",
-            extra={
-                "model": params.model_path,
-                "adapter": params.adapter_path,
-                "device": device,
-                "dtype": dtype_name,
-                "memory_bytes": self.memory_bytes,
-            },
-        )
 
-    def forward(self, batch: Sequence[list[int]]) -> list[tuple[list[float], int]]:
-        """Logits of each sequence, with the size of the batch it ran in (run on the
-        batcher's thread)."""
+    def logits(self, batch: Sequence[list[int]], pad_id: int) -> list[list[float]]:
         torch = self.torch
         lengths = [len(ids) for ids in batch]
         width = max(lengths)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
         for row, ids in enumerate(batch):
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
@@ -177,7 +166,54 @@ class _LoadedModel:
             else:
                 logits = self.model(input_ids=input_ids, attention_mask=attention).logits
         values: list[list[float]] = logits.float().cpu().tolist()
-        return [(row, len(batch)) for row in values]
+        return values
+
+
+class _LoadedModel:
+    """One model on one device (transformers or vLLM), with its tokenizer and batcher."""
+
+    def __init__(self, params: RewardModelParams) -> None:
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        assert params.model_path is not None
+        hf_logging.disable_progress_bar()  # a server logs JSON lines, not progress bars
+        # The tokenizer (and its chat template) is the same whichever engine runs the
+        # model, so both see exactly the same token ids.
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(params.model_path)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.engine: _TransformersEngine | VllmEngine
+        if params.backend == "vllm":
+            from ._vllm_engine import VllmEngine
+
+            self.engine = VllmEngine(params)
+        else:
+            self.engine = _TransformersEngine(params)
+        self.num_labels = self.engine.num_labels
+        self.memory_bytes = self.engine.memory_bytes
+        self.batcher: DynamicBatcher[list[int], tuple[list[float], int]] = DynamicBatcher(
+            self.forward,
+            max_batch_size=params.max_batch_size,
+            max_wait_ms=params.max_wait_ms,
+            name="reward-model",
+        )
+        self.running = _Running()
+        log.info(
+            "reward model loaded",
+            extra={
+                "model": params.model_path,
+                "adapter": params.adapter_path,
+                "backend": params.backend,
+                "device": self.engine.device,
+                "dtype": self.engine.dtype_name,
+                "memory_bytes": self.memory_bytes,
+            },
+        )
+
+    def forward(self, batch: Sequence[list[int]]) -> list[tuple[list[float], int]]:
+        """Logits of each sequence, with the size of the batch it ran in (run on the
+        batcher's thread)."""
+        return [(row, len(batch)) for row in self.engine.logits(batch, self.pad_id)]
 
     def encode(self, prompt: Any, completion: Any, params: RewardModelParams) -> tuple[list[int], bool]:
         """Token ids of prompt + completion; also whether the chat template was used."""
@@ -241,6 +277,8 @@ class RewardModelScorer(Scorer):
         key = (
             params.model_path,
             params.adapter_path,
+            params.backend,
+            params.gpu_memory_utilization,
             params.device,
             params.dtype,
             params.max_batch_size,
