@@ -153,6 +153,11 @@ class Replicas:
         """``host:port`` of each replica, for ``RewardClient(targets)``."""
         return [info.target for info in self.infos]
 
+    @property
+    def live(self) -> list[ReplicaInfo]:
+        """The replicas not known to have died (Ray-native calls notice deaths)."""
+        return [info for i, info in enumerate(self.infos) if i not in self._dead]
+
     def score_batch(
         self, items: Iterable[Mapping[str, Any]], *, timeout: float | None = None
     ) -> list[ScoreResult]:
