@@ -27,6 +27,12 @@ workers and zygote see their pipes close and exit with it.
 Ray is imported lazily: the server installs and runs without it
 (``pip install 'arbiter-reward[ray]'`` to use this module).
 
+From the command line, on any node of the cluster::
+
+    python -m reward_server.ray_deploy up --replicas 4 --token-file token.txt
+    python -m reward_server.ray_deploy targets     # host:port,host:port,...
+    python -m reward_server.ray_deploy down
+
 Errors: ``ReplicaStartError`` (a replica could not start; the others are stopped),
 and ``sdk.ServerUnavailableError`` when no replica is left to answer.
 """
@@ -38,14 +44,17 @@ import ipaddress
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import click
 
 from sdk import ScoreResult, ServerUnavailableError
 from sdk._channel import fill_batch, prepare_batch
 
-from .config import ArbiterConfig, load_config
+from .config import ArbiterConfig, ConfigError, load_config, with_overrides
 from .embedded import EmbeddedServer
-from .server import resolve_token
+from .server import TOKEN_ENV, resolve_token
 
 __all__ = [
     "DEFAULT_DEPLOYMENT",
@@ -320,3 +329,108 @@ def connect_replicas(deployment: str = DEFAULT_DEPLOYMENT, *, timeout_s: float =
             f"no replicas of deployment {deployment!r} on this Ray cluster", code="UNAVAILABLE"
         )
     return replicas
+
+
+def _connect(address: str) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Arbiter replicas on a Ray cluster: ``up``, ``targets``, ``down``."""
+
+
+_address = click.option(
+    "--address", default="auto", show_default=True, help="Ray cluster to join (ray.init address)."
+)
+_deployment = click.option("--deployment", default=DEFAULT_DEPLOYMENT, show_default=True)
+
+
+@main.command()
+@_address
+@_deployment
+@click.option("--replicas", "n", type=int, required=True, help="How many replicas to start.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML or YAML config (paths in it must exist on every node).",
+)
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help="Plugin module (repeatable).")
+@click.option("--host", default=None, help="Address to bind [default: each node's IP].")
+@click.option("--port", type=int, default=0, show_default=True, help="gRPC port (0: a free one).")
+@click.option("--workers", type=int, default=None, help="Worker processes per replica.")
+@click.option("--num-cpus", type=float, default=None, help="CPUs per replica [default: --workers].")
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=f"Require this bearer token (or set {TOKEN_ENV}).",
+)
+def up(
+    address: str,
+    deployment: str,
+    n: int,
+    config_path: Path | None,
+    plugins: tuple[str, ...],
+    host: str | None,
+    port: int,
+    workers: int | None,
+    num_cpus: float | None,
+    token_file: Path | None,
+) -> None:
+    """Start detached replicas (they outlive this command) and print their targets."""
+    try:
+        config = load_config(config_path)
+        if token_file is not None:
+            config = with_overrides(config, server={"auth_token_file": token_file})
+        if workers is not None:
+            config = with_overrides(config, workers={"processes": workers})
+        _connect(address)
+        replicas = start_replicas(
+            n,
+            config=config,
+            plugins=plugins,
+            host=host,
+            port=port,
+            num_cpus=num_cpus,
+            deployment=deployment,
+            detached=True,
+        )
+    except (ConfigError, ReplicaStartError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for info in replicas.infos:
+        click.echo(f"{info.name}\t{info.target}\tnode {info.node_ip}")
+
+
+@main.command()
+@_address
+@_deployment
+def targets(address: str, deployment: str) -> None:
+    """Print the running replicas' targets, comma-separated."""
+    _connect(address)
+    try:
+        click.echo(",".join(connect_replicas(deployment).targets))
+    except ServerUnavailableError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@_address
+@_deployment
+@click.option("--grace", type=float, default=30.0, show_default=True, help="Seconds for in-flight calls.")
+def down(address: str, deployment: str, grace: float) -> None:
+    """Stop the deployment's replicas."""
+    _connect(address)
+    try:
+        replicas = connect_replicas(deployment)
+    except ServerUnavailableError as exc:
+        raise click.ClickException(str(exc)) from exc
+    replicas.stop(grace)
+    click.echo(f"stopped {len(replicas.infos)} replicas")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,10 +8,13 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from reward_server import ray_deploy
 from reward_server.config import load_config, with_overrides
 from reward_server.ray_deploy import Replicas, ReplicaStartError, connect_replicas, start_replicas
 from sdk import AuthenticationError, RewardClient, ScoreResult
@@ -153,3 +156,25 @@ def test_ray_native_batch_loses_nothing_when_a_replica_dies(replicas: Replicas) 
 def test_a_replica_that_cannot_start_says_why(ray_instance: list[int]) -> None:
     with pytest.raises(ReplicaStartError, match="no_such_plugin_module"):
         start_replicas(1, config=CONFIG, plugins=["no_such_plugin_module"], host="127.0.0.1", metrics=False)
+
+
+def test_command_line_up_targets_down(ray_instance: list[int], tmp_path: Path) -> None:
+    """``up`` starts detached replicas that a later ``targets`` or ``down`` (another
+    driver, in real use) finds by name."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    runner = CliRunner()
+    up = runner.invoke(
+        ray_deploy.main,
+        ["up", "--replicas", "1", "--workers", "1", "--host", "127.0.0.1", "--token-file", str(token_file)],
+    )
+    assert up.exit_code == 0, up.output
+    assert up.output.startswith("arbiter-0\t127.0.0.1:")
+    ray_instance.extend(info.pid for info in connect_replicas().infos)
+    listed = runner.invoke(ray_deploy.main, ["targets"])
+    assert listed.exit_code == 0, listed.output
+    with RewardClient(listed.output.strip().split(","), token=TOKEN) as client:
+        assert client.score(scorer="math", completion="\\boxed{3}", reference="3").reward == 1.0
+    down = runner.invoke(ray_deploy.main, ["down", "--grace", "1"])
+    assert down.output == "stopped 1 replicas\n"
+    assert runner.invoke(ray_deploy.main, ["targets"]).exit_code != 0
