@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml examples/plugin_example/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,train]' -e examples/plugin_example
+	$(PY) -m pip install --quiet -e '.[dev,train,ray]' -e examples/plugin_example
 	touch $(STAMP)
 
 install: $(STAMP)

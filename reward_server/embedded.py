@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 from .config import ArbiterConfig, load_config, with_overrides
 from .server import ArbiterServer
 
 __all__ = ["EmbeddedServer"]
+
+T = TypeVar("T")
 
 
 class EmbeddedServer:
@@ -72,6 +74,14 @@ class EmbeddedServer:
             self._loop.close()
             raise failure[0]
         return self
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the server's event loop and wait for its result (from
+        any other thread)."""
+        if self._thread is None:
+            coro.close()
+            raise RuntimeError("the server is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def stop(self, grace: float = 1.0) -> None:
         if self._thread is None:

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import os
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -22,6 +23,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from sdk import ScorerDefinitionError, ScorerEntry, ScorerRegistry
+from sdk._proto import reward_pb2 as pb
 
 from .config import ArbiterConfig, ScorerConfig
 from .dispatch import Dispatcher, ServedScorer
@@ -110,6 +112,7 @@ class ArbiterServer:
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._pool: WorkerPool | None = None
+        self._service: RewardService | None = None
         self._health = HealthServicer()
         self._stopped = asyncio.Event()
 
@@ -141,6 +144,7 @@ class ArbiterServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
+        self._service = service
         server.add_generic_rpc_handlers((service.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -183,6 +187,23 @@ class ArbiterServer:
             log.warning(exposure, extra={"address": f"{cfg.host}:{port}"})
         return int(port)
 
+    async def score_requests(
+        self, requests: Sequence[pb.ScoreRequest], timeout_s: float | None = None
+    ) -> list[pb.ScoreResponse]:
+        """Score requests as ``ScoreBatch`` does (same limits, same dispatch, same
+        results), for callers in this process that do not speak gRPC: a Ray actor
+        answering a Ray-based trainer. Call it on the server's event loop."""
+        if self._service is None:
+            raise RuntimeError("the server is not started")
+        if len(requests) > self.config.server.max_batch_size:
+            raise ValueError(
+                f"batch of {len(requests)} samples exceeds max_batch_size={self.config.server.max_batch_size}"
+            )
+        deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+        service = self._service
+        # The service's per-sample path, so a sample's answer cannot differ from gRPC's.
+        return list(await asyncio.gather(*(service._score_one(r, deadline) for r in requests)))
+
     async def _setup_scorers(self) -> None:
         """Run each scorer's optional ``setup`` (load a model, ...) before serving, so
         that a broken configuration fails at start-up rather than on every request."""
@@ -212,6 +233,7 @@ class ArbiterServer:
             await self._health.enter_graceful_shutdown()
             await self._server.stop(grace)
             self._server = None
+        self._service = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

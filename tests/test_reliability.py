@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -21,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from reward_server.config import ArbiterConfig, ScorerConfig
 from reward_server.embedded import EmbeddedServer
-from sdk import AsyncRewardClient, RewardClient, Status
+from sdk import AsyncRewardClient, RewardClient, ScoreResult, Status
 
 
 def test_each_fault_is_that_samples_status_and_the_pool_recovers() -> None:
@@ -184,6 +185,42 @@ def test_workers_killed_while_idle_are_replaced_without_failing_a_sample(restart
     assert [(r.status, r.reward) for r in results] == [(Status.OK, 0.5)] * 8, [r.reason for r in results]
 
 
+def streams_through_a_replica_kill(
+    targets: list[str],
+    streams: list[list[dict[str, Any]]],
+    kill: Callable[[], object],
+    *,
+    after: int = 40,
+    **client_options: Any,
+) -> list[ScoreResult]:
+    """Each of ``streams`` on a stream of its own, through the client's round-robin
+    over ``targets``; ``kill`` (one replica, for good) runs once ``after`` results have
+    arrived. Returns every result, having checked that each request was answered
+    exactly once."""
+    results: list[ScoreResult] = []
+    lock = threading.Lock()
+    with RewardClient(targets, reconnect_s=30, **client_options) as client:
+        assert all(r.ok for r in client.score_batch(streams[0][:4])), "every replica is ready"
+
+        def consume(items: list[dict[str, Any]]) -> None:
+            for result in client.stream(items):
+                with lock:
+                    results.append(result)
+
+        threads = [threading.Thread(target=consume, args=(items,)) for items in streams]
+        for thread in threads:
+            thread.start()
+        while len(results) < after:
+            time.sleep(0.01)
+        kill()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert sorted(r.request_id for r in results) == sorted(
+        item["request_id"] for items in streams for item in items
+    )
+    return results
+
+
 def test_replicas_one_killed_mid_run_lose_nothing() -> None:
     """Two replicas behind the client's round-robin, two streams (one lands on each);
     one replica is killed mid-run and never comes back: its unanswered requests are
@@ -192,7 +229,6 @@ def test_replicas_one_killed_mid_run_lose_nothing() -> None:
     for replica in replicas:
         replica.start()
     try:
-        targets = [f"127.0.0.1:{replica.port}" for replica in replicas]
         streams = [
             [
                 {"scorer": "fake_cpu", "request_id": f"s{n}-{i}", "params": {"delay_s": 0.02}}
@@ -200,26 +236,9 @@ def test_replicas_one_killed_mid_run_lose_nothing() -> None:
             ]
             for n in range(2)
         ]
-        answered: list[str] = []
-        lock = threading.Lock()
-        with RewardClient(targets, reconnect_s=30) as client:
-            assert all(r.ok for r in client.score_batch(streams[0][:4]))  # both replicas are ready
-
-            def consume(items: list[dict[str, object]]) -> None:
-                for result in client.stream(items):
-                    assert result.ok, result.reason
-                    with lock:
-                        answered.append(result.request_id)
-
-            threads = [threading.Thread(target=consume, args=(items,)) for items in streams]
-            for thread in threads:
-                thread.start()
-            while len(answered) < 40:
-                time.sleep(0.01)
-            replicas[0].kill()
-            for thread in threads:
-                thread.join(timeout=120)
-        assert sorted(answered) == sorted(item["request_id"] for items in streams for item in items)
+        targets = [f"127.0.0.1:{replica.port}" for replica in replicas]
+        results = streams_through_a_replica_kill(targets, streams, replicas[0].kill)
+        assert all(r.ok for r in results), [r.reason for r in results if not r.ok]
     finally:
         for replica in replicas:
             replica.stop()
