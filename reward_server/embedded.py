@@ -16,7 +16,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from .config import ArbiterConfig, load_config, with_overrides
-from .server import ArbiterServer
+from .server import ArbiterServer, host_port
 
 __all__ = ["EmbeddedServer"]
 
@@ -43,7 +43,9 @@ class EmbeddedServer:
 
     @property
     def target(self) -> str:
-        return f"{self.config.server.host}:{self.server.port}"
+        if self.server.port is None:
+            raise RuntimeError("the server is not started")
+        return host_port(self.config.server.host, self.server.port)
 
     @property
     def metrics_url(self) -> str:

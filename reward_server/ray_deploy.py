@@ -40,7 +40,6 @@ and ``sdk.ServerUnavailableError`` when no replica is left to answer.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ from sdk._channel import fill_batch, prepare_batch
 
 from .config import ArbiterConfig, ConfigError, load_config, with_overrides
 from .embedded import EmbeddedServer
-from .server import TOKEN_ENV, resolve_token
+from .server import TOKEN_ENV, host_port, resolve_token
 
 __all__ = [
     "DEFAULT_DEPLOYMENT",
@@ -88,14 +87,6 @@ class ReplicaInfo:
     metrics_port: int | None
 
 
-def _hostport(host: str, port: int) -> str:
-    try:
-        v6 = ipaddress.ip_address(host).version == 6
-    except ValueError:
-        v6 = False
-    return f"[{host}]:{port}" if v6 else f"{host}:{port}"
-
-
 class ArbiterReplica:
     """The actor: one Arbiter server on this node. Wrapped with ``ray.remote`` by
     ``start_replicas``; runs as a threaded actor, so Ray-native calls from several
@@ -122,7 +113,7 @@ class ArbiterReplica:
         assert running.port is not None
         self._info = ReplicaInfo(
             name=name,
-            target=_hostport(host or node_ip, running.port),
+            target=host_port(host or node_ip, running.port),
             node_ip=node_ip,
             node_id=ray.get_runtime_context().get_node_id(),
             pid=os.getpid(),

@@ -33,7 +33,7 @@ from .scorers import BUILTIN_SCORERS
 from .service import SERVICE_NAME, RewardService
 from .workers import WorkerPool
 
-__all__ = ["ArbiterServer", "build_registry", "build_scorers", "resolve_token"]
+__all__ = ["ArbiterServer", "build_registry", "build_scorers", "host_port", "resolve_token"]
 
 log = logging.getLogger("arbiter.server")
 
@@ -155,16 +155,23 @@ class ArbiterServer:
             ),
             server,
         )
-        address = f"{cfg.host}:{cfg.port}" if ":" not in cfg.host else f"[{cfg.host}]:{cfg.port}"
-        if cfg.tls_cert_file is not None and cfg.tls_key_file is not None:
-            credentials = grpc.ssl_server_credentials(
-                [(cfg.tls_key_file.read_bytes(), cfg.tls_cert_file.read_bytes())]
-            )
-            port = server.add_secure_port(address, credentials)
+        address = host_port(cfg.host, cfg.port)
+        try:
+            if cfg.tls_cert_file is not None and cfg.tls_key_file is not None:
+                credentials = grpc.ssl_server_credentials(
+                    [(cfg.tls_key_file.read_bytes(), cfg.tls_cert_file.read_bytes())]
+                )
+                port = server.add_secure_port(address, credentials)
+            else:
+                port = server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpcio reports a failed bind as RuntimeError
+            port = 0
+            bind_error = f": {exc}"
         else:
-            port = server.add_insecure_port(address)
+            bind_error = ""
         if port == 0:
-            raise OSError(f"cannot bind {address}")
+            await self.stop(grace=0)  # the workers and scorers started above
+            raise OSError(f"cannot bind {address} (in use, or not an address of this host){bind_error}")
         await server.start()
         self._server, self.port = server, port
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
@@ -200,9 +207,8 @@ class ArbiterServer:
                 f"batch of {len(requests)} samples exceeds max_batch_size={self.config.server.max_batch_size}"
             )
         deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
-        service = self._service
-        # The service's per-sample path, so a sample's answer cannot differ from gRPC's.
-        return list(await asyncio.gather(*(service._score_one(r, deadline) for r in requests)))
+        # The service's own path, so a sample's answer cannot differ from gRPC's.
+        return await self._service.score_many(requests, deadline)
 
     async def _setup_scorers(self) -> None:
         """Run each scorer's optional ``setup`` (load a model, ...) before serving, so
@@ -253,6 +259,11 @@ class ArbiterServer:
         await stop.wait()
         log.info("shutting down", extra={"grace_s": self.config.server.grace_period_s})
         await self.stop()
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as gRPC targets spell it (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _exposure(host: str, *, tls: bool, auth: bool) -> str:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -147,8 +147,7 @@ class RewardService:
                 f"batch of {len(requests)} samples exceeds max_batch_size={self.max_batch_size};"
                 " split it (the client does this with batch_chunk_size)",
             )
-        deadline = _deadline(context)
-        responses = await asyncio.gather(*(self._score_any(r, deadline) for r in requests))
+        responses = await self.score_many(requests, _deadline(context))
         return pb.ScoreBatchResponse(responses=responses)
 
     async def StreamScore(
@@ -208,6 +207,13 @@ class RewardService:
                 )
             )
         return pb.ListScorersResponse(scorers=infos)
+
+    async def score_many(
+        self, requests: Sequence[pb.ScoreRequest | Undecodable], deadline: float | None
+    ) -> list[pb.ScoreResponse]:
+        """Score requests concurrently, each answered on its own, in order: what
+        ``ScoreBatch`` does, for callers in this process that do not speak gRPC."""
+        return list(await asyncio.gather(*(self._score_any(r, deadline) for r in requests)))
 
     async def _score_any(
         self, request: pb.ScoreRequest | Undecodable, deadline: float | None

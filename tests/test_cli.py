@@ -217,3 +217,14 @@ def test_score_code_with_tests_from_the_command_line() -> None:
     assert json.loads(done.stdout)["reward"] == 1.0
     bad = _run("score", "--in-process", "--scorer", "code", "--tests", "{not json")
     assert bad.returncode != 0 and "--tests" in bad.stderr
+
+
+def test_a_busy_port_is_a_clear_error_not_a_traceback() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _run("serve", "--port", str(port), "--no-metrics", "--log-format", "text")
+    assert done.returncode == 1
+    assert f"cannot bind 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
