@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sdk import ArbiterError, RewardClient, ScoreResult
-from trainer_adapter.cli import train
+from trainer_adapter.cli import data, train
 
 from .config import ArbiterConfig, ConfigError, load_config, with_overrides
 from .embedded import EmbeddedServer
@@ -443,8 +443,9 @@ def _summary(results: list[ScoreResult]) -> None:
         err.print(f"pairwise accuracy: {sum(verdicts) / len(verdicts):.4f} over {len(verdicts)} pairs")
 
 
-# Training stages live with the trainer adapter; the module is light (click only).
+# Training stages and data checks live with the trainer adapter; the module is light (click only).
 main.add_command(train)
+main.add_command(data)
 
 
 if __name__ == "__main__":
