@@ -99,3 +99,29 @@ def test_eval_config_checks_k_and_sampling(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({**base, "n": 2}))
     with pytest.raises(RunConfigError, match="n > 1 needs temperature > 0"):
         load_run_config(path, EvalConfig)
+
+
+def test_eval_with_vllm_on_a_gpu(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch", reason="eval needs the rm extra (torch)")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device for vLLM")
+    pytest.importorskip("vllm", reason="needs the vllm extra (pip install 'arbiter-reward[vllm]')")
+    from reward_server.devtools import build_tiny_causal_lm
+
+    model = build_tiny_causal_lm(tmp_path / "tiny-lm")
+    (tmp_path / "prompts.jsonl").write_text(json.dumps({"prompt": "numbers:"}) + "\n")
+    config = {
+        "model": str(model),
+        "data": "prompts.jsonl",
+        "server": {"embedded": True},
+        "rewards": [{"scorer": "format", "params": {"pattern": "^"}}],
+        "n": 2,
+        "k": [1, 2],
+        "temperature": 1.0,
+        "max_new_tokens": 4,
+    }
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(main, ["eval", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "eval.json").read_text())["backend"] == "vllm"

@@ -238,3 +238,31 @@ def test_ppo_on_a_trl_without_it_names_the_version(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "trl.experimental.ppo", None)  # what a TRL >= 1.13 looks like
     with pytest.raises(RunConfigError, match=r"pip install 'trl==1\.12\.\*'"):
         import_ppo()
+
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA device (bf16 and vLLM paths)")
+def test_grpo_on_cuda_uses_bf16(tiny_lm: Path, rl_server: EmbeddedServer, tmp_path: Path) -> None:
+    config = _grpo_config(tiny_lm, tmp_path, rl_server.target, device="cuda")
+    result = _train("grpo", _write(tmp_path, "grpo.yaml", config))
+    assert result.exit_code == 0, result.output
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "grpo")
+    assert saved.config.dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA device for vLLM")
+def test_grpo_with_vllm_colocated(tiny_lm: Path, rl_server: EmbeddedServer, tmp_path: Path) -> None:
+    pytest.importorskip("vllm", reason="needs the vllm extra (pip install 'arbiter-reward[vllm]')")
+    config = _grpo_config(tiny_lm, tmp_path, rl_server.target, device="cuda", use_vllm=True)
+    config["trl"]["vllm_gpu_memory_utilization"] = 0.3
+    result = _train("grpo", _write(tmp_path, "grpo.yaml", config))
+    assert result.exit_code == 0, result.output
+    assert "grpo: 2 steps" in result.output
