@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sdk import ArbiterError, RewardClient, ScoreResult
-from trainer_adapter.cli import data, train
+from trainer_adapter.cli import data, eval_command, train
 
 from .config import ArbiterConfig, ConfigError, load_config, with_overrides
 from .embedded import EmbeddedServer
@@ -446,6 +446,7 @@ def _summary(results: list[ScoreResult]) -> None:
 # Training stages and data checks live with the trainer adapter; the module is light (click only).
 main.add_command(train)
 main.add_command(data)
+main.add_command(eval_command)
 
 
 if __name__ == "__main__":

@@ -75,11 +75,29 @@ def server_reward(
     every dataset column to reward functions. By default the prompt is the one TRL
     passes.
     """
+    return ServerReward(
+        reward_config(
+            scorer, target, columns=columns, params=params, token=token, max_wait_s=max_wait_s, name=name
+        )
+    )
+
+
+def reward_config(
+    scorer: str,
+    target: str,
+    *,
+    columns: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
+    token: str | None = None,
+    max_wait_s: float = 300.0,
+    name: str | None = None,
+) -> RewardConfig:
+    """The validated settings of one server reward (what ``server_reward`` wraps)."""
     columns = dict(columns or {})
     unknown = set(columns) - set(SAMPLE_FIELDS)
     if unknown:
         raise ValueError(f"columns maps unknown sample fields {sorted(unknown)}; use {SAMPLE_FIELDS}")
-    config = RewardConfig(
+    return RewardConfig(
         scorer=scorer,
         target=target,
         columns=tuple(sorted(columns.items())),
@@ -88,7 +106,6 @@ def server_reward(
         max_wait_s=max_wait_s,
         name=name or f"arbiter_{scorer}",
     )
-    return ServerReward(config)
 
 
 class ServerReward:
@@ -140,6 +157,15 @@ def _client(config: RewardConfig) -> AsyncRewardClient:
             )
             per_loop[config] = client
         return client
+
+
+async def close_clients() -> None:
+    """Close the clients made on the running event loop (for callers that own their loop)."""
+    loop = asyncio.get_running_loop()
+    with _clients_lock:
+        clients = list(_clients.pop(loop, {}).values())
+    for client in clients:
+        await client.close()
 
 
 def _text(value: Any) -> Any:

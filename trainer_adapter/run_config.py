@@ -59,7 +59,8 @@ class RunConfig(_Strict):
     )
 
 
-RunConfigT = TypeVar("RunConfigT", bound=RunConfig)
+# Any strict config model loads the same way (``arbiter eval`` has its own).
+RunConfigT = TypeVar("RunConfigT", bound=BaseModel)
 
 
 def load_run_config(path: Path, config_type: type[RunConfigT]) -> RunConfigT:
@@ -81,8 +82,11 @@ def load_run_config(path: Path, config_type: type[RunConfigT]) -> RunConfigT:
 
 
 def _relative_to(config: RunConfigT, base: Path) -> RunConfigT:
+    """Relative paths, at any depth of nested sections, made relative to ``base``."""
     updates: dict[str, Any] = {}
     for name, value in config:
         if isinstance(value, Path) and not value.is_absolute():
             updates[name] = base / value
+        elif isinstance(value, BaseModel):
+            updates[name] = _relative_to(value, base)
     return config.model_copy(update=updates)
