@@ -69,6 +69,12 @@ def _plugin_option(help_text: str) -> Decorator:
 @click.option("--port", type=int, default=None, help="gRPC port [default: 50051].")
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port [default: 9464].")
 @click.option("--no-metrics", is_flag=True, help="Do not serve Prometheus metrics.")
+@click.option(
+    "--http-port",
+    type=int,
+    default=None,
+    help="Also serve the HTTP front door (OpenRLHF, SandboxFusion /run_code, JSON) on this port.",
+)
 @click.option("--workers", type=int, default=None, help="Worker processes for CPU-bound scorers.")
 @click.option(
     "--token-file",
@@ -90,6 +96,7 @@ def serve(
     port: int | None,
     metrics_port: int | None,
     no_metrics: bool,
+    http_port: int | None,
     workers: int | None,
     token_file: Path | None,
     tls_cert: Path | None,
@@ -116,6 +123,8 @@ def serve(
             config = with_overrides(config, server={"metrics_port": None})
         if workers is not None:
             config = with_overrides(config, workers={"processes": workers})
+        if http_port is not None:
+            config = with_overrides(config, http={"enabled": True, "port": http_port})
         server = ArbiterServer(config, plugins=plugins, token=resolve_token(config))
     except (ConfigError, ArbiterError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc

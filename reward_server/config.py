@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "ArbiterConfig",
     "ConfigError",
+    "HttpSection",
     "ScorerConfig",
     "ServerSection",
     "WorkerSection",
@@ -71,6 +72,34 @@ class ServerSection(_Strict):
         return self
 
 
+class HttpSection(_Strict):
+    """The HTTP front door: OpenRLHF's remote reward protocol, SandboxFusion's
+    ``/run_code`` and plain JSON scoring, beside gRPC in the same process (same
+    scorers, limits, token and TLS). Off unless enabled."""
+
+    enabled: bool = False
+    host: str | None = Field(None, description="address to bind; null = the gRPC host")
+    port: int = Field(8080, ge=0, le=65535, description="8080 is SandboxFusion's default port")
+    openrlhf_scorer: str = Field("math", description="scorer behind POST /get_reward")
+    openrlhf_params: dict[str, Any] = Field(default_factory=dict, description="params for that scorer")
+    openrlhf_labels: Literal["reference", "tests", "metadata", "ignore"] = Field(
+        "reference",
+        description="what OpenRLHF's labels become: the sample's reference (text), its tests"
+        " (a JSON object or JSON text), metadata.label, or nothing",
+    )
+    run_code: bool = Field(True, description="serve SandboxFusion's POST /run_code")
+    run_code_max_timeout_s: float = Field(
+        30.0, gt=0, le=300, description="run_timeout and compile_timeout are capped at this"
+    )
+    run_code_memory_mb: int = Field(
+        512, gt=16, le=65536, description="memory limit when none is asked, and the most one may ask"
+    )
+    run_code_max_concurrency: int = Field(16, gt=0, description="programs run at once")
+    run_code_allow_weaker_isolation: bool = Field(
+        False, description="run /run_code programs on a host without full isolation (not root)"
+    )
+
+
 class WorkerSection(_Strict):
     """Worker processes for CPU-bound scorers (math and plugins that declare cpu_bound)."""
 
@@ -92,6 +121,7 @@ class ArbiterConfig(_Strict):
 
     server: ServerSection = Field(default_factory=ServerSection)  # type: ignore[arg-type]
     workers: WorkerSection = Field(default_factory=WorkerSection)
+    http: HttpSection = Field(default_factory=HttpSection)  # type: ignore[arg-type]
     plugins: list[str] = Field(default_factory=list, description="modules to load scorers from")
     entry_points: bool = Field(True, description="load installed plugin packages (arbiter.scorers)")
     builtin_scorers: bool = Field(True, description="serve every registered type under its own name")
@@ -153,13 +183,15 @@ def with_overrides(
     *,
     server: Mapping[str, Any] | None = None,
     workers: Mapping[str, Any] | None = None,
+    http: Mapping[str, Any] | None = None,
 ) -> ArbiterConfig:
-    """``config`` with some server or worker settings replaced, validated as a whole:
+    """``config`` with some server, worker or HTTP settings replaced, validated as a whole:
     an override can break a rule that spans fields (a TLS certificate without its
     key), and ``model_copy`` would not notice."""
     data = config.model_dump()
     data["server"].update(server or {})
     data["workers"].update(workers or {})
+    data["http"].update(http or {})
     try:
         return ArbiterConfig.model_validate(data)
     except ValidationError as exc:

@@ -6,13 +6,15 @@ worker pool and limits), bound to an ephemeral loopback port::
 
     with EmbeddedServer(plugins=["my_scorers"]) as server:
         client = RewardClient(server.target)
+
+``http=True`` starts the HTTP front door as well (``server.http_url``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from .config import ArbiterConfig, load_config, with_overrides
@@ -31,12 +33,17 @@ class EmbeddedServer:
         plugins: Sequence[str] = (),
         token: str | None = None,
         metrics: bool = False,
+        http: bool | Mapping[str, Any] = False,
         **server_overrides: Any,
     ) -> None:
         config = config or load_config()
         overrides: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "metrics_port": 0 if metrics else None}
         overrides.update(server_overrides)
-        self.config = with_overrides(config, server=overrides)
+        http_overrides: dict[str, Any] = {}
+        if http:  # the HTTP front door too, on an ephemeral loopback port
+            http_overrides = {"enabled": True, "host": None, "port": 0}
+            http_overrides.update(http if isinstance(http, Mapping) else {})
+        self.config = with_overrides(config, server=overrides, http=http_overrides)
         self.server = ArbiterServer(self.config, plugins=tuple(plugins), token=token)
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
@@ -46,6 +53,15 @@ class EmbeddedServer:
         if self.server.port is None:
             raise RuntimeError("the server is not started")
         return host_port(self.config.server.host, self.server.port)
+
+    @property
+    def http_url(self) -> str:
+        """``http(s)://host:port`` of the HTTP front door (pass ``http=True``)."""
+        if self.server.http_port is None:
+            raise RuntimeError("the HTTP front door is off; pass http=True")
+        scheme = "https" if self.config.server.tls_cert_file is not None else "http"
+        host = self.config.http.host or self.config.server.host
+        return f"{scheme}://{host}:{self.server.http_port}"
 
     @property
     def metrics_url(self) -> str:

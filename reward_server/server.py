@@ -27,6 +27,7 @@ from sdk._proto import reward_pb2 as pb
 
 from .config import ArbiterConfig, ScorerConfig
 from .dispatch import Dispatcher, ServedScorer
+from .http import HttpFrontDoor
 from .interceptors import AuthInterceptor, ObservabilityInterceptor
 from .metrics import Metrics
 from .scorers import BUILTIN_SCORERS
@@ -110,6 +111,8 @@ class ArbiterServer:
         self.scorers = build_scorers(self.config, self.registry)
         self.port: int | None = None
         self.metrics_port: int | None = None
+        self.http_port: int | None = None
+        self._http: HttpFrontDoor | None = None
         self._server: grpc.aio.Server | None = None
         self._pool: WorkerPool | None = None
         self._service: RewardService | None = None
@@ -176,6 +179,14 @@ class ArbiterServer:
         self._server, self.port = server, port
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        if self.config.http.enabled:
+            http = HttpFrontDoor(self.config, service, self.metrics, self.token)
+            try:
+                self.http_port = await http.start()
+            except BaseException:
+                await self.stop(grace=0)  # gRPC, the workers and the scorers started above
+                raise
+            self._http = http
         if cfg.metrics_port is not None:
             self.metrics_port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
         log.info(
@@ -187,11 +198,16 @@ class ArbiterServer:
                 "scorers": sorted(self.scorers),
                 "workers": self._pool.size if self._pool else 0,
                 "metrics_port": self.metrics_port,
+                "http_port": self.http_port,
             },
         )
         exposure = _exposure(cfg.host, tls=cfg.tls_cert_file is not None, auth=bool(self.token))
         if exposure:
             log.warning(exposure, extra={"address": f"{cfg.host}:{port}"})
+        if self._http is not None:
+            exposure = _exposure(self._http.host, tls=cfg.tls_cert_file is not None, auth=bool(self.token))
+            if exposure:
+                log.warning(f"http: {exposure}", extra={"address": f"{self._http.host}:{self.http_port}"})
         return int(port)
 
     async def score_requests(
@@ -237,8 +253,9 @@ class ArbiterServer:
         grace = self.config.server.grace_period_s if grace is None else grace
         if self._server is not None:
             await self._health.enter_graceful_shutdown()
-            await self._server.stop(grace)
-            self._server = None
+            http_stopped = self._http.stop() if self._http is not None else asyncio.sleep(0)
+            await asyncio.gather(self._server.stop(grace), http_stopped)
+            self._server, self._http = None, None
         self._service = None
         if self._pool is not None:
             await self._pool.close()
