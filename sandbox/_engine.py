@@ -27,16 +27,18 @@ from typing import Any
 
 from ._languages import LANGUAGES, Language
 from ._limits import Limits
+from ._uids import UID_LEASE_DIR, UidLeases, UidsExhausted
 
 __all__ = ["Execution", "IsolationError", "Program", "Sandbox", "Verdict"]
 
 _LAUNCHER = Path(__file__).resolve().parent / "_launch.py"
 _ZYGOTE = Path(__file__).resolve().parent / "_zygote.py"
 _SYSTEM_PYTHON = "/usr/bin/python3"
-# Each program runs as a uid of its own, leased from this range for the program's
-# life: RLIMIT_NPROC (counted per uid) then bounds one program's processes only, and
-# concurrent programs cannot signal, trace or read each other. No account needs to
-# exist for these uids; keep the range clear of real users and subordinate-id ranges.
+# Each program runs as a uid of its own, leased host-wide (see _uids) from this range
+# for the program's life: RLIMIT_NPROC (counted per uid) then bounds one program's
+# processes only, and concurrent programs cannot signal, trace or read each other. No
+# account needs to exist for these uids; keep the range clear of real users and
+# subordinate-id ranges.
 DEFAULT_UIDS = range(1_200_000_000, 1_200_065_536)
 _MEMORY_MARKERS = (b"MemoryError", b"std::bad_alloc", b"heap out of memory", b"Cannot allocate memory")
 
@@ -91,6 +93,7 @@ class Sandbox:
         *,
         strict: bool = True,
         uids: range = DEFAULT_UIDS,
+        uid_lease_dir: Path = UID_LEASE_DIR,
         fast_python: bool = True,
     ) -> None:
         is_root = os.geteuid() == 0
@@ -101,9 +104,7 @@ class Sandbox:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o711)
         self._pool_lock = threading.Lock()
-        self._uids = uids if is_root else None
-        self._free_uids: list[int] = []
-        self._next_uid = 0
+        self._uids = UidLeases(uids, uid_lease_dir) if is_root else None
         if is_root:
             _check_traversable(self.root)
         self._io_root = self.root / "io"
@@ -224,21 +225,17 @@ class Sandbox:
             self._return_uid(uid)  # every run has ended, and its PID namespace with it
 
     def _lease_uid(self) -> int | None:
-        """A uid no running program has (None when not root: no uid change)."""
+        """A uid no running program on this host has (None when not root: no uid change)."""
         if self._uids is None:
             return None
-        with self._pool_lock:
-            if self._free_uids:
-                return self._free_uids.pop()
-            if self._next_uid >= len(self._uids):
-                raise IsolationError(f"all {len(self._uids)} sandbox uids are in use")
-            self._next_uid += 1
-            return self._uids[self._next_uid - 1]
+        try:
+            return self._uids.lease()
+        except UidsExhausted as exc:
+            raise IsolationError(str(exc)) from None
 
     def _return_uid(self, uid: int | None) -> None:
-        if uid is not None:
-            with self._pool_lock:
-                self._free_uids.append(uid)
+        if uid is not None and self._uids is not None:
+            self._uids.release(uid)
 
     async def _execute_warm(
         self, source_file: str, stdin: bytes, limits: Limits, workdir: Path, uid: int | None

@@ -8,6 +8,8 @@ import asyncio
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import DEFAULT_UIDS, LANGUAGES, Limits, Sandbox, Verdict
+from sandbox._uids import UidLeases
 from tests.processes import sandbox_processes
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="full isolation needs root (namespaces, uid drop)")
@@ -130,6 +133,43 @@ def test_concurrent_programs_run_as_different_uids_and_see_only_their_own_proces
     assert len(uids) == 3 and uids <= set(DEFAULT_UIDS), outputs
     for _, pid, visible in outputs:
         assert pid == "1" and visible == "[1]"  # PID 1 of its own namespace; no other process in /proc
+
+
+def test_uids_are_leased_host_wide_across_sandboxes_and_processes(box: Sandbox) -> None:
+    """A second Sandbox in this process and a lease held by another process: no
+    program may get a uid that is in use elsewhere on the host."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from sandbox._uids import UidLeases; from sandbox import DEFAULT_UIDS\n"
+            "leases = UidLeases(DEFAULT_UIDS); print(leases.lease(), flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    other = Sandbox(box.root)
+    try:
+        assert holder.stdout is not None
+        held_elsewhere = int(holder.stdout.readline())
+
+        async def both() -> list[str]:
+            runs = await asyncio.gather(
+                *(sandbox.run("python", IDENTITY, limits=QUICK) for sandbox in (box, other, box, other))
+            )
+            return [execution.stdout.decode() for execution in runs]
+
+        uids = [int(line.split()[0]) for line in _LOOP.run(both())]
+        assert len(set(uids)) == 4 and held_elsewhere not in uids, (uids, held_elsewhere)
+    finally:
+        other.close()
+        holder.communicate("", timeout=10)  # its process exits: the kernel drops its lease
+    again = UidLeases(DEFAULT_UIDS)
+    leased = [again.lease() for _ in range(5)]  # the lowest free uids, now with the holder's
+    for uid in leased:
+        again.release(uid)
+    assert held_elsewhere in leased
 
 
 def test_many_concurrent_runs_all_start(box: Sandbox) -> None:

@@ -44,7 +44,7 @@ import time
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sandbox import DEFAULT_UIDS, Execution, IsolationError, Limits, Sandbox, Verdict
+from sandbox import Execution, IsolationError, Limits, Sandbox, Verdict
 
 from ..config import HttpSection
 from ._common import read_json
@@ -54,10 +54,6 @@ __all__ = ["RunCodeHandler", "RunCodeRequest", "RunCodeResponse"]
 log = logging.getLogger("arbiter.http.run_code")
 
 LANGUAGES = {"python": "python", "cpp": "cpp", "c": "c", "nodejs": "javascript", "javascript": "javascript"}
-
-# The code scorer's sandbox leases uids from DEFAULT_UIDS; this one from the range
-# after it, so that no two concurrent programs ever share a uid.
-_UIDS = range(DEFAULT_UIDS.stop, DEFAULT_UIDS.stop + len(DEFAULT_UIDS))
 
 
 class RunCodeRequest(BaseModel):
@@ -159,7 +155,7 @@ class RunCodeHandler:
         every run with SandboxError saying why, and the rest of the server serves."""
         strict = not self.config.run_code_allow_weaker_isolation
         try:
-            self._sandbox = await asyncio.to_thread(Sandbox, strict=strict, uids=_UIDS)
+            self._sandbox = await asyncio.to_thread(Sandbox, strict=strict)
         except IsolationError as exc:
             log.warning("/run_code refuses to run code: %s", exc)
             self._sandbox = exc
