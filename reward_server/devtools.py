@@ -14,9 +14,11 @@ from typing import Any
 
 __all__ = ["CHAT_TEMPLATE", "build_tiny_causal_lm", "build_tiny_reward_model"]
 
+# ChatML, with the assistant header when a prompt is rendered for generation.
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
 _CORPUS = [
@@ -66,6 +68,7 @@ def _config(tokenizer: Any, hidden_size: int, **extra: Any) -> Any:
         num_key_value_heads=2,
         max_position_embeddings=1024,
         pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         **extra,
     )
