@@ -53,6 +53,22 @@ def test_infrastructure_failures_are_none_and_bad_outputs_zero(server: EmbeddedS
     assert asyncio.run(bad(prompts=["p"], completions=["c"])) == [0.0]
 
 
+def test_rewards_spread_over_replicas(server: EmbeddedServer) -> None:
+    with EmbeddedServer(plugins=["sdk.testing"], metrics=True) as second:
+        reward = server_reward("fake", [server.target, second.target])
+
+        async def eight_groups() -> list[list[float | None]]:
+            # one client on this loop, one ScoreBatch per group: round-robin spreads them
+            return [await reward(prompts=["p"] * 4, completions=["c"] * 4) for _ in range(8)]
+
+        assert asyncio.run(eight_groups()) == [[1.0] * 4] * 8
+        served = second.server.metrics.registry.get_sample_value(
+            "arbiter_samples_total", {"scorer": "fake", "status": "OK"}
+        )
+    assert served is not None and 0 < served < 32
+    assert "," in repr(reward)
+
+
 def test_conversational_completions_and_columns(server: EmbeddedServer) -> None:
     reward = server_reward("math", server.target, columns={"reference": "solution"})
     chat = [[{"role": "assistant", "content": "It is \\boxed{9}"}]]

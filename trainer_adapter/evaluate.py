@@ -38,7 +38,7 @@ from pydantic import Field, model_validator
 from rich.console import Console
 from rich.table import Table
 
-from .rewards import close_clients, reward_config, score_completions
+from .rewards import Targets, close_clients, reward_config, score_completions
 from .rl import RewardSpec, ServerSettings, read_jsonl, reward_server_target
 from .run_config import RunConfigError, _Strict
 
@@ -229,7 +229,7 @@ def _generate_vllm(config: EvalConfig, prompts: Sequence[Any]) -> list[list[str]
 
 async def _score(
     config: EvalConfig,
-    target: str,
+    target: Targets,
     token: str | None,
     rows: Sequence[dict[str, Any]],
     completions: Sequence[Sequence[str]],

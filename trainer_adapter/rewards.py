@@ -37,7 +37,7 @@ from typing import Any
 
 from sdk import AsyncRewardClient, ClientError, ScoreResult, Status
 
-__all__ = ["RewardServerError", "ServerReward", "server_reward"]
+__all__ = ["RewardServerError", "ServerReward", "Targets", "server_reward"]
 
 SAMPLE_FIELDS = ("reference", "tests", "metadata", "prompt")
 _BAD_OUTPUT = frozenset({Status.INVALID_INPUT, Status.TIMEOUT, Status.SANDBOX_VIOLATION})
@@ -47,20 +47,27 @@ class RewardServerError(RuntimeError):
     """The reward server could not be reached within the allowed wait."""
 
 
+Targets = str | Sequence[str]  # one server, or replicas (round-robin, see RewardClient)
+
+
 @dataclass(frozen=True)
 class RewardConfig:
     scorer: str
-    target: str
+    targets: tuple[str, ...]
     columns: tuple[tuple[str, str], ...]
     params_json: str  # JSON text: hashable, so configs can key the client cache
     token: str | None
     max_wait_s: float
     name: str
 
+    @property
+    def where(self) -> str:
+        return ",".join(self.targets)
+
 
 def server_reward(
     scorer: str,
-    target: str = "127.0.0.1:50051",
+    target: Targets = "127.0.0.1:50051",
     *,
     columns: Mapping[str, str] | None = None,
     params: Mapping[str, Any] | None = None,
@@ -68,7 +75,8 @@ def server_reward(
     max_wait_s: float = 300.0,
     name: str | None = None,
 ) -> Callable[..., Any]:
-    """A TRL reward function scored by ``scorer`` on the server at ``target``.
+    """A TRL reward function scored by ``scorer`` on the server at ``target`` (or
+    spread round-robin over a list of replicas).
 
     ``columns`` maps sample fields (``reference``, ``tests``, ``metadata``,
     ``prompt``) to dataset columns, e.g. ``{"reference": "answer"}``; TRL passes
@@ -84,7 +92,7 @@ def server_reward(
 
 def reward_config(
     scorer: str,
-    target: str,
+    target: Targets,
     *,
     columns: Mapping[str, str] | None = None,
     params: Mapping[str, Any] | None = None,
@@ -97,9 +105,12 @@ def reward_config(
     unknown = set(columns) - set(SAMPLE_FIELDS)
     if unknown:
         raise ValueError(f"columns maps unknown sample fields {sorted(unknown)}; use {SAMPLE_FIELDS}")
+    targets = (target,) if isinstance(target, str) else tuple(target)
+    if not targets:
+        raise ValueError("no reward server address given")
     return RewardConfig(
         scorer=scorer,
-        target=target,
+        targets=targets,
         columns=tuple(sorted(columns.items())),
         params_json=json.dumps(dict(params or {}), sort_keys=True),
         token=token,
@@ -135,7 +146,7 @@ class ServerReward:
         return await score_completions(self.config, prompts, completions, log_metric, **kwargs)
 
     def __repr__(self) -> str:
-        return f"<arbiter reward {self.__name__}: {self.config.scorer} at {self.config.target}>"
+        return f"<arbiter reward {self.__name__}: {self.config.scorer} at {self.config.where}>"
 
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[RewardConfig, AsyncRewardClient]] = (
@@ -153,7 +164,7 @@ def _client(config: RewardConfig) -> AsyncRewardClient:
         client = per_loop.get(config)
         if client is None:
             client = AsyncRewardClient(
-                config.target, token=config.token, timeout=config.max_wait_s, wait_for_ready=True
+                list(config.targets), token=config.token, timeout=config.max_wait_s, wait_for_ready=True
             )
             per_loop[config] = client
         return client
@@ -200,7 +211,7 @@ async def score_completions(
         results = await _client(config).score_batch(items)
     except ClientError as exc:
         raise RewardServerError(
-            f"reward server {config.target} gave no rewards within {config.max_wait_s:g}s: {exc}"
+            f"reward server {config.where} gave no rewards within {config.max_wait_s:g}s: {exc}"
         ) from exc
     if log_metric is not None:
         _log(config.name, results, log_metric)

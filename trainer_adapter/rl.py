@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from .rewards import Targets
 from .run_config import LoraSettings, RunConfig, RunConfigError, _Strict
 
 __all__ = [
@@ -47,7 +48,9 @@ __all__ = [
 class ServerSettings(_Strict):
     """Where rewards are scored: a running server, or one started in this process."""
 
-    target: str | None = Field(None, description="address of a running server, host:port")
+    target: str | list[str] | None = Field(
+        None, description="address of a running server, host:port, or a list of replicas"
+    )
     token_file: Path | None = Field(
         None, description="file holding the bearer token, if the server wants one"
     )
@@ -172,7 +175,7 @@ class RunResult:
 
 
 @contextlib.contextmanager
-def reward_server_target(settings: ServerSettings) -> Iterator[tuple[str, str | None]]:
+def reward_server_target(settings: ServerSettings) -> Iterator[tuple[Targets, str | None]]:
     """``(target, token)`` for the run: the configured server, or an embedded one that
     lives as long as the ``with`` block."""
     token = settings.token_file.read_text().strip() if settings.token_file else None
