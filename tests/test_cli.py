@@ -228,3 +228,16 @@ def test_a_busy_port_is_a_clear_error_not_a_traceback() -> None:
     assert done.returncode == 1
     assert f"cannot bind 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_serve_with_http_port_answers_json(serve) -> None:  # type: ignore[no-untyped-def]
+    requests = pytest.importorskip("requests")
+    http_port = _free_port()
+    serve("--http-port", str(http_port))
+    url = f"http://127.0.0.1:{http_port}"
+    body = {"scorer": "math", "completion": "\\boxed{4}", "reference": "4"}
+    with requests.Session() as session:
+        answer = session.post(f"{url}/v1/score", json=body, timeout=30).json()
+        assert (answer["status"], answer["reward"]) == ("OK", 1.0)
+        openrlhf = {"query": ["\\boxed{4}"], "labels": ["4"]}
+        assert session.post(f"{url}/get_reward", json=openrlhf, timeout=30).json()["rewards"] == [1.0]
