@@ -92,10 +92,11 @@ class _Worker:
                 raise WorkerStartError(f"worker did not start within {_READY_TIMEOUT_S:g}s")
         except (EOFError, OSError) as exc:
             self.process.join(timeout=5)
+            exit_code = self.process.exitcode  # read before kill() closes the process object
             self.kill()
             raise WorkerStartError(
-                f"worker process exited during start-up (exit code {self.process.exitcode});"
-                " see its traceback above"
+                f"worker process exited during start-up (exit code {exit_code}); see its traceback above"
+                ' (a script that starts a server needs the `if __name__ == "__main__":` guard)'
             ) from exc
 
     def kill(self) -> None:

@@ -241,3 +241,17 @@ def test_serve_with_http_port_answers_json(serve) -> None:  # type: ignore[no-un
         assert (answer["status"], answer["reward"]) == ("OK", 1.0)
         openrlhf = {"query": ["\\boxed{4}"], "labels": ["4"]}
         assert session.post(f"{url}/get_reward", json=openrlhf, timeout=30).json()["rewards"] == [1.0]
+
+
+def test_a_script_without_the_main_guard_gets_a_clear_error(tmp_path: Path) -> None:
+    script = tmp_path / "serve_me.py"
+    script.write_text(
+        "from reward_server.embedded import EmbeddedServer\nwith EmbeddedServer() as server:\n    pass\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path
+    )
+    assert done.returncode != 0
+    assert "worker process exited during start-up (exit code 1)" in done.stderr
+    assert '__name__ == "__main__"' in done.stderr
+    assert "process object is closed" not in done.stderr
