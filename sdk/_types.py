@@ -32,10 +32,14 @@ class Status(enum.IntEnum):
     Three groups, kept apart on purpose:
 
     * scored: ``OK`` (any reward, 0 included);
-    * the model's output or the request was bad: ``INVALID_INPUT``, ``TIMEOUT``,
-      ``SANDBOX_VIOLATION``; a trainer may treat these as a reward of 0;
-    * the infrastructure failed: ``SCORER_ERROR``, ``UNKNOWN_SCORER``, ``OVERLOADED``,
-      ``DEADLINE_EXCEEDED``, ``INTERNAL``; a trainer must not learn from these.
+    * the model's output was bad: ``TIMEOUT``, ``SANDBOX_VIOLATION``
+      (``is_bad_output``); a trainer may treat these as a reward of 0;
+    * the request was unusable: ``INVALID_INPUT`` (a missing reference, bad params,
+      malformed tests, an oversized sample); a fix of the data or config, never a
+      reward: trainers leave the sample out, as for
+    * the infrastructure failing: ``SCORER_ERROR``, ``UNKNOWN_SCORER``, ``OVERLOADED``,
+      ``DEADLINE_EXCEEDED``, ``INTERNAL`` (``is_infrastructure_failure``); a trainer
+      must not learn from these.
     """
 
     UNSPECIFIED = 0
@@ -51,10 +55,17 @@ class Status(enum.IntEnum):
 
     @property
     def is_infrastructure_failure(self) -> bool:
-        """True when no reward should be learned from this result."""
+        """True when the service failed: no reward should be learned from this result."""
         return self in _INFRASTRUCTURE_FAILURES
 
+    @property
+    def is_bad_output(self) -> bool:
+        """True when the model's output itself failed (too slow, broke sandbox rules):
+        worth a reward of 0, like a wrong answer."""
+        return self in _BAD_OUTPUTS
 
+
+_BAD_OUTPUTS = frozenset({Status.TIMEOUT, Status.SANDBOX_VIOLATION})
 _INFRASTRUCTURE_FAILURES = frozenset(
     {
         Status.UNSPECIFIED,

@@ -53,6 +53,26 @@ def test_infrastructure_failures_are_none_and_bad_outputs_zero(server: EmbeddedS
     assert asyncio.run(bad(prompts=["p"], completions=["c"])) == [0.0]
 
 
+def test_unusable_requests_are_left_out_with_a_warning_never_zero(
+    server: EmbeddedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    reward = server_reward("math", server.target, columns={"reference": "answer"})
+    metrics: dict[str, float] = {}
+    # a numeric answer column (GSM8K keeps numbers) is read as text; an empty one is unusable
+    values = asyncio.run(
+        reward(
+            prompts=["p", "q"],
+            completions=["\\boxed{42}", "\\boxed{1}"],
+            answer=[42, ""],
+            log_metric=metrics.__setitem__,
+        )
+    )
+    assert values == [1.0, None]
+    assert metrics["arbiter_math/invalid_inputs"] == 1.0
+    assert metrics["arbiter_math/bad_outputs"] == 0.0
+    assert "1 of 2 samples were refused as unusable" in caplog.text and "reference" in caplog.text
+
+
 def test_rewards_spread_over_replicas(server: EmbeddedServer) -> None:
     with EmbeddedServer(plugins=["sdk.testing"], metrics=True) as second:
         reward = server_reward("fake", [server.target, second.target])

@@ -14,10 +14,11 @@ reference or tests, is known), decodes the response, scores it through the serve
 with the same code GRPO's reward functions use (``rewards.score_completions``), and
 returns the weighted sum broadcast over ``(B, T, 1)``; ``score`` is the identity.
 
-Outcomes, as for GRPO: a scored sample gives its reward, a bad output
-(INVALID_INPUT, TIMEOUT, SANDBOX_VIOLATION) 0.0. An infrastructure failure cannot
-be left out as GRPO does (PPO has no way to skip one sample of a rollout), and a
-fake 0 would teach the policy something false, so it raises
+Outcomes, as for GRPO: a scored sample gives its reward, a bad output (TIMEOUT,
+SANDBOX_VIOLATION) 0.0. A sample that cannot be scored (an unusable request, or an
+infrastructure failure) cannot be left out as GRPO does (PPO has no way to skip
+one sample of a rollout), and a fake 0 would teach the policy something false, so
+it raises
 :class:`~trainer_adapter.RewardServerError`: the run stops, and resumes from its
 last checkpoint. A server that is restarting is waited for (``server.max_wait_s``).
 
@@ -161,9 +162,10 @@ class ServerRewardModel(nn.Module):  # type: ignore[misc]
             failed = sum(value is None for value in values)
             if failed:
                 raise RewardServerError(
-                    f"scorer {config.scorer!r} failed for {failed} of {len(values)} samples "
-                    "(infrastructure, not the model's output); PPO cannot leave samples out, "
-                    "so the run stops: fix the server, then resume from the last checkpoint"
+                    f"scorer {config.scorer!r} could not score {failed} of {len(values)} samples "
+                    "(an unusable request, or the infrastructure; not the model's output, see the "
+                    "reasons logged above); PPO cannot leave samples out, so the run stops: fix the "
+                    "data, config or server, then resume from the last checkpoint"
                 )
             for index, value in enumerate(values):
                 totals[index] += weight * (value or 0.0)

@@ -8,11 +8,13 @@ whole group of completions to the server in one ``ScoreBatch``.
 What comes back per completion:
 
 * the reward, for a scored sample (status OK);
-* ``0.0`` when the model's output was bad (INVALID_INPUT, TIMEOUT,
-  SANDBOX_VIOLATION): a wrong answer is worth nothing;
-* ``None`` when scoring failed for infrastructure reasons (a scorer crashed, the
-  server was overloaded): TRL turns it into NaN and leaves the sample out, rather
-  than learning from a fake zero.
+* ``0.0`` when the model's output was bad (TIMEOUT, SANDBOX_VIOLATION): a wrong
+  answer is worth nothing;
+* ``None`` when the sample could not be scored: the request was unusable
+  (INVALID_INPUT: a missing reference, bad params or tests, which is a data or
+  config problem, logged as a warning) or the infrastructure failed (a scorer
+  crashed, the server was overloaded). TRL turns it into NaN and leaves it out,
+  rather than learning from a fake zero.
 
 Failure counts and the mean of each composite component are logged through TRL's
 ``log_metric``. While the server restarts, calls wait (gRPC wait-for-ready) up to
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import types
 import weakref
@@ -37,10 +40,11 @@ from typing import Any
 
 from sdk import AsyncRewardClient, ClientError, ScoreResult, Status
 
+log = logging.getLogger("arbiter.trainer")
+
 __all__ = ["RewardServerError", "ServerReward", "Targets", "server_reward"]
 
 SAMPLE_FIELDS = ("reference", "tests", "metadata", "prompt")
-_BAD_OUTPUT = frozenset({Status.INVALID_INPUT, Status.TIMEOUT, Status.SANDBOX_VIOLATION})
 
 
 class RewardServerError(RuntimeError):
@@ -205,7 +209,11 @@ async def score_completions(
                 raise KeyError(
                     f"dataset column {column!r} (for {field}) was not passed to the reward function"
                 )
-            item[field] = values[index]
+            value = values[index]
+            # Datasets keep numeric answers as numbers (GSM8K's 42); a reference is text.
+            if field == "reference" and isinstance(value, int | float) and not isinstance(value, bool):
+                value = str(value)
+            item[field] = value
         items.append(item)
     try:
         results = await _client(config).score_batch(items)
@@ -215,13 +223,15 @@ async def score_completions(
         ) from exc
     if log_metric is not None:
         _log(config.name, results, log_metric)
-    return [_reward(result) for result in results]
+    return [reward_of(result) for result in results]
 
 
-def _reward(result: ScoreResult) -> float | None:
+def reward_of(result: ScoreResult) -> float | None:
+    """The reward to learn from: the score, 0.0 for a bad output, None otherwise (an
+    unusable request or an infrastructure failure: nothing to learn from)."""
     if result.ok:
         return result.reward
-    if result.status in _BAD_OUTPUT:
+    if result.status.is_bad_output:
         return 0.0
     return None
 
@@ -230,7 +240,17 @@ def _log(name: str, results: Sequence[ScoreResult], log_metric: Callable[[str, f
     log_metric(
         f"{name}/infrastructure_failures", float(sum(r.status.is_infrastructure_failure for r in results))
     )
-    log_metric(f"{name}/bad_outputs", float(sum(r.status in _BAD_OUTPUT for r in results)))
+    log_metric(f"{name}/bad_outputs", float(sum(r.status.is_bad_output for r in results)))
+    invalid = [r for r in results if r.status is Status.INVALID_INPUT]
+    log_metric(f"{name}/invalid_inputs", float(len(invalid)))
+    if invalid:  # a data or config problem, not the model's: say so where people look
+        log.warning(
+            "%s: %d of %d samples were refused as unusable (left out, not scored 0): %s",
+            name,
+            len(invalid),
+            len(results),
+            invalid[0].reason,
+        )
     components: dict[str, list[float]] = defaultdict(list)
     for result in results:
         if result.ok:

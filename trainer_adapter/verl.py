@@ -21,11 +21,13 @@ suite: Arbiter's own form, or verl's code form ``{"inputs": [...], "outputs":
 every other data source. ``ARBITER_TARGET`` and ``ARBITER_TOKEN`` give the
 server's address and token.
 
-Returns a float: the reward of a scored sample, 0.0 for a bad output
-(INVALID_INPUT, TIMEOUT, SANDBOX_VIOLATION). An infrastructure failure (the
-server cannot be reached within ``max_wait_s``, a scorer crashed, no route for
-the data source) raises ``RewardServerError``: verl has no way to leave one
-sample out, and a fake 0 would be learned from.
+Returns a float: the reward of a scored sample, 0.0 for a bad output (TIMEOUT,
+SANDBOX_VIOLATION). A sample that cannot be scored raises ``RewardServerError``
+with the reason: an unusable request (INVALID_INPUT: no ground truth, bad params
+or tests, a data or config problem) or an infrastructure failure (the server
+cannot be reached within ``max_wait_s``, a scorer crashed, no route for the data
+source). verl has no way to leave one sample out, and a fake 0 would be learned
+from.
 
 Nothing heavy is imported: the SDK client only, created on first use, one per
 target and token, shared by verl's threads.
@@ -42,7 +44,7 @@ from typing import Any
 
 from sdk import ClientError, RewardClient, Status
 
-from .rewards import RewardServerError, _reward
+from .rewards import RewardServerError, reward_of
 
 __all__ = ["ROUTES_ENV", "Route", "compute_score", "configure"]
 
@@ -202,7 +204,7 @@ def compute_score(
         (result,) = client.score_batch([item])
     except ClientError as exc:
         raise RewardServerError(f"reward server {address} gave no reward within {wait:g}s: {exc}") from exc
-    reward = _reward(result)
+    reward = reward_of(result)
     if reward is None:
         raise RewardServerError(
             f"scorer {route.scorer!r} could not score a {data_source!r} sample"
