@@ -103,7 +103,15 @@ class HttpSection(_Strict):
 class WorkerSection(_Strict):
     """Worker processes for CPU-bound scorers (math and plugins that declare cpu_bound)."""
 
-    processes: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), gt=0)
+    processes: int | None = Field(
+        None,
+        gt=0,
+        description="null: the CPU count of the host the server runs on, read when it starts"
+        " (not where the config was loaded: a Ray replica sizes itself on its own node)",
+    )
+
+    def resolved_processes(self) -> int:
+        return self.processes or max(1, os.cpu_count() or 1)
 
 
 class ScorerConfig(_Strict):
@@ -120,7 +128,7 @@ class ArbiterConfig(_Strict):
     """The whole configuration."""
 
     server: ServerSection = Field(default_factory=ServerSection)  # type: ignore[arg-type]
-    workers: WorkerSection = Field(default_factory=WorkerSection)
+    workers: WorkerSection = Field(default_factory=WorkerSection)  # type: ignore[arg-type]
     http: HttpSection = Field(default_factory=HttpSection)  # type: ignore[arg-type]
     plugins: list[str] = Field(default_factory=list, description="modules to load scorers from")
     entry_points: bool = Field(True, description="load installed plugin packages (arbiter.scorers)")

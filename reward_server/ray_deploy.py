@@ -246,7 +246,8 @@ def start_replicas(
     - ``host``: the address to bind; None binds each node's own IP.
     - ``port``: 0 (default) gives each replica a free port; a fixed port allows one
       replica per node.
-    - ``num_cpus``: CPUs Ray reserves per replica; defaults to the worker pool size.
+    - ``num_cpus``: CPUs Ray reserves per replica; defaults to the worker pool size (one
+      when unset: the pool then sizes itself to its node).
     - ``deployment``: replicas are named ``{deployment}-{i}`` in the ``arbiter``
       namespace, for ``connect_replicas``; ``detached`` keeps them running after
       this driver exits (until ``stop``).
@@ -264,7 +265,9 @@ def start_replicas(
     if token is None:
         token = resolve_token(config)
     options: dict[str, Any] = {
-        "num_cpus": config.workers.processes if num_cpus is None else num_cpus,
+        # Ray's reservation: the configured pool size, else one CPU (the pool then sizes
+        # itself to the node it lands on).
+        "num_cpus": (config.workers.processes or 1) if num_cpus is None else num_cpus,
         "scheduling_strategy": "SPREAD",
         "namespace": NAMESPACE,
         "max_concurrency": 64,  # threaded: concurrent Ray-native calls

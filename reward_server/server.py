@@ -125,7 +125,7 @@ class ArbiterServer:
         cpu_bound = [s.entry.scorer for s in self.scorers.values() if s.entry.scorer.cpu_bound]
         if cpu_bound:
             preload = sorted({type(s).__module__ for s in cpu_bound} | {s.__module__ for s in cpu_bound})
-            self._pool = WorkerPool(self.config.workers.processes, preload=preload)
+            self._pool = WorkerPool(self.config.workers.resolved_processes(), preload=preload)
             await self._pool.start()
         await self._setup_scorers()
         dispatcher = Dispatcher(self.scorers, self._pool, self.metrics)

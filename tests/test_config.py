@@ -3,6 +3,7 @@ what is wrong."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,12 @@ def test_overrides_are_validated_like_a_config_file(tmp_path: Path) -> None:
         EmbeddedServer(plugins=["sdk.testing"], tls_cert_file=cert)
     with pytest.raises(ConfigError, match="processes"):
         with_overrides(ArbiterConfig(), workers={"processes": 0})
+
+
+def test_worker_count_is_read_where_the_server_starts() -> None:
+    # Not fixed when the config is loaded: a config built on a Ray driver and pickled to
+    # a replica on another node must size the pool to that node.
+    config = load_config()
+    assert config.workers.processes is None
+    assert config.workers.resolved_processes() == max(1, os.cpu_count() or 1)
+    assert with_overrides(config, workers={"processes": 3}).workers.resolved_processes() == 3

@@ -48,7 +48,7 @@ def test_each_fault_is_that_samples_status_and_the_pool_recovers() -> None:
         assert "scorer bug" in results[0].reason
         assert "exit code 13" in results[2].reason
         assert "signal" in results[3].reason.lower() or "-11" in results[3].reason, results[3].reason
-        workers = server.config.workers.processes
+        workers = server.config.workers.resolved_processes()
         after = client.score_batch([{"scorer": "cpu", "params": {"reward": 0.5}}] * (4 * workers))
         assert all(r.ok and r.reward == 0.5 for r in after)
 

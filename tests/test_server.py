@@ -248,7 +248,7 @@ def test_deadline_stops_the_work_and_the_server_keeps_serving(
         assert result.status is Status.DEADLINE_EXCEEDED, result
     assert time.perf_counter() - started < 3
     # every worker must still be usable: the stuck one was replaced, not left running
-    workers = server.config.workers.processes
+    workers = server.config.workers.resolved_processes()
     results = client.score_batch(
         [{"scorer": "fake_cpu", "params": {"delay_s": 0.05}}] * (workers * 2), timeout=10
     )
