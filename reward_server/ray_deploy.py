@@ -163,9 +163,11 @@ class Replicas:
     ) -> list[ScoreResult]:
         """Score ``items`` through Ray (no gRPC), results in order. The items are
         split over the live replicas; a part whose replica dies is sent again to
-        another, so every item is answered exactly once while one replica is left."""
+        another, so every item is answered exactly once while one replica is left. A
+        replica that is only unreachable for now (``ActorUnavailableError``) is skipped
+        for this call, not written off."""
         import ray
-        from ray.exceptions import RayActorError
+        from ray.exceptions import ActorUnavailableError, RayActorError
 
         items = list(items)
         results: list[ScoreResult | None] = [None] * len(items)
@@ -174,13 +176,16 @@ class Replicas:
             raise ServerUnavailableError("no Arbiter replica is left", code="UNAVAILABLE")
         size = max(1, -(-len(items) // len(live)))
         pending: dict[Any, tuple[int, int]] = {}  # ref -> (replica, start)
+        unreachable: set[int] = set()  # for this call only
         turn = 0
 
         def send(start: int) -> None:
             nonlocal turn
-            live = [i for i in range(len(self.actors)) if i not in self._dead]
+            live = [i for i in range(len(self.actors)) if i not in self._dead and i not in unreachable]
             if not live:
-                raise ServerUnavailableError("every Arbiter replica died during the call", code="UNAVAILABLE")
+                raise ServerUnavailableError(
+                    "no Arbiter replica answered during the call", code="UNAVAILABLE"
+                )
             replica = live[turn % len(live)]
             turn += 1
             part = items[start : start + size]
@@ -193,6 +198,10 @@ class Replicas:
             replica, start = pending.pop(ready)
             try:
                 answers = ray.get(ready)
+            except ActorUnavailableError:
+                unreachable.add(replica)
+                send(start)
+                continue
             except RayActorError:
                 self._dead.add(replica)
                 send(start)
