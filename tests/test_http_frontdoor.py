@@ -289,3 +289,52 @@ def test_http_is_off_by_default() -> None:
         assert running.server.http_port is None
         with pytest.raises(RuntimeError, match="off"):
             _ = running.http_url
+
+
+# ---- hostile input: always a 4xx answer, never a 500 ----
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"scorer": "fake", "request_id": ' + b"7" * 5000 + b"}"],
+    ids=["nested-past-recursion-limit", "integer-over-4300-digits"],
+)
+@pytest.mark.parametrize("path", ["/v1/score", "/get_reward", "/run_code"])
+def test_unreadable_json_is_400(server: EmbeddedServer, data: bytes, path: str) -> None:
+    response = requests.post(server.http_url + path, data=data, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "INVALID_ARGUMENT"
+
+
+def test_run_code_lone_surrogate_is_a_sandbox_error(server: EmbeddedServer) -> None:
+    body = json.dumps({"code": "print('\ud800')", "language": "python"})  # JSON text may hold one
+    response = requests.post(server.http_url + "/run_code", data=body, headers=AUTH)
+    assert response.status_code < 500
+    assert response.json()["status"] == "SandboxError"
+    assert "not valid Unicode" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "header", [b"Bearer \xff\xfe", "Bearer t\u00f6ken".encode()], ids=["not-utf8", "non-ascii"]
+)
+def test_undecodable_authorization_is_401(server: EmbeddedServer, header: bytes) -> None:
+    response = requests.post(
+        server.http_url + "/v1/score", json={"scorer": "fake"}, headers={"Authorization": header}
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "UNAUTHENTICATED"
+
+
+def test_integer_request_id_is_taken_as_text(server: EmbeddedServer) -> None:
+    answer = requests.post(
+        server.http_url + "/v1/score", json={"scorer": "fake", "request_id": 7}, headers=AUTH
+    ).json()
+    assert (answer["status"], answer["request_id"]) == ("OK", "7")
+    batch = {"requests": [{"scorer": "fake", "request_id": 8}]}
+    answer = requests.post(server.http_url + "/v1/score_batch", json=batch, headers=AUTH).json()
+    assert [(r["status"], r["request_id"]) for r in answer["results"]] == [("OK", "8")]
+    response = requests.post(
+        server.http_url + "/v1/score", json={"scorer": "fake", "request_id": [1]}, headers=AUTH
+    )
+    assert response.status_code == 400
+    assert "request_id must be a string" in response.json()["error"]["message"]

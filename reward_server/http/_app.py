@@ -44,7 +44,12 @@ _CODE_NAMES = {
 def _authorized(header: str, token: str) -> bool:
     """``Bearer <token>``, or HTTP Basic auth whose password is the token (what
     ``http://user:<token>@host/...`` URLs send, for clients such as OpenRLHF and
-    verl that take a URL but no headers). Compared in constant time."""
+    verl that take a URL but no headers). Compared in constant time. A header
+    that is not UTF-8 text (aiohttp keeps undecodable bytes as surrogates) is refused."""
+    try:
+        header.encode()
+    except UnicodeEncodeError:
+        return False
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer":
         return hmac.compare_digest(value.encode(), token.encode())
