@@ -180,8 +180,8 @@ class ArbiterServer:
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         if self.config.http.enabled:
-            http = HttpFrontDoor(self.config, service, self.metrics, self.token)
-            try:
+            try:  # a bad [http] setting (ConfigError) or a failed bind stops the server
+                http = HttpFrontDoor(self.config, service, self.metrics, self.token)
                 self.http_port = await http.start()
             except BaseException:
                 await self.stop(grace=0)  # gRPC, the workers and the scorers started above

@@ -16,7 +16,9 @@ import requests
 import sandbox_fusion
 from sandbox_fusion import RunCodeRequest, RunStatus, SummaryMapping
 
+from reward_server.config import ArbiterConfig, ConfigError, load_config
 from reward_server.embedded import EmbeddedServer
+from reward_server.http._openrlhf import MIN_OVERLAP, Unsplittable, split_query
 
 TOKEN = "correct horse"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -175,7 +177,7 @@ def test_openrlhf_rewards(server: EmbeddedServer) -> None:
 def test_openrlhf_as_older_versions_post_it(server: EmbeddedServer) -> None:
     """openrlhf/utils/remote_rm_utils.py (before 0.8): requests.post(json=...)."""
     headers = {"Content-Type": "application/json", **AUTH}
-    data = {"query": ["so \\boxed{3}"], "prompts": ["1+2?"], "labels": ["3"]}
+    data = {"query": ["1+2? so \\boxed{3}"], "prompts": ["1+2?"], "labels": ["3"]}
     response = requests.post(url=server.http_url + "/get_reward", json=data, headers=headers, timeout=180)
     response.raise_for_status()
     assert response.json()["rewards"] == [1.0]
@@ -198,6 +200,137 @@ def test_openrlhf_malformed_request_is_400(server: EmbeddedServer) -> None:
     response = requests.post(server.http_url + "/get_reward", json={"query": "not a list"}, headers=AUTH)
     assert response.status_code == 400
     assert "query" in response.json()["error"]["message"]
+
+
+def test_openrlhf_unusable_sample_is_422_not_zero(server: EmbeddedServer) -> None:
+    """INVALID_INPUT is a data or config problem (here: no label for math), never a reward."""
+    data = {
+        "query": ["1+1? \\boxed{2}", "1+2? \\boxed{3}"],
+        "prompts": ["1+1?", "1+2?"],
+        "labels": ["2", None],
+    }
+    response = requests.post(server.http_url + "/get_reward", json=data, headers=AUTH)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert [(s["index"], s["status"]) for s in error["samples"]] == [(1, "INVALID_INPUT")]
+    assert "reference" in error["samples"][0]["reason"]
+
+
+PROMPT = "<|user|>Write the number one half as a decimal, then box it.<|assistant|>"
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (PROMPT + "\\boxed{0.5}", "\\boxed{0.5}"),
+        (PROMPT[30:] + "\\boxed{0.5}", "\\boxed{0.5}"),  # OpenRLHF truncated it from the left
+        (PROMPT[-MIN_OVERLAP:] + PROMPT[-MIN_OVERLAP:], PROMPT[-MIN_OVERLAP:]),  # longest overlap
+    ],
+    ids=["whole-prompt", "left-truncated", "response-repeats-prompt-end"],
+)
+def test_split_query_cuts_the_prompt(query: str, expected: str) -> None:
+    assert split_query(query, PROMPT) == (PROMPT, expected)
+
+
+def test_split_query_is_linear() -> None:
+    prompt = "a" * 200_000
+    assert split_query("a" * 100_000 + "b", prompt) == (prompt, "b")
+
+
+def test_openrlhf_left_truncated_prompt_is_cut(server: EmbeddedServer) -> None:
+    data = {"query": [PROMPT[30:] + "\\boxed{0.5}"], "prompts": [PROMPT], "labels": ["1/2"]}
+    answer = requests.post(server.http_url + "/get_reward", json=data, headers=AUTH).json()
+    assert answer["rewards"] == [1.0]
+
+
+def test_openrlhf_query_without_its_prompt_is_422(server: EmbeddedServer) -> None:
+    with pytest.raises(Unsplittable):
+        split_query(PROMPT[: -MIN_OVERLAP + 1] + "!" + "\\boxed{0.5}", PROMPT)
+    query = "a different prompt entirely \\boxed{0.5}"
+    data = {"query": [PROMPT + "\\boxed{0.5}", query], "prompts": [PROMPT, PROMPT], "labels": ["0.5", "0.5"]}
+    response = requests.post(server.http_url + "/get_reward", json=data, headers=AUTH)
+    assert response.status_code == 422
+    (sample,) = response.json()["error"]["samples"]
+    assert sample["index"] == 1 and "prompt" in sample["reason"]
+
+
+SLOW_PLUGIN = """
+import asyncio
+from pydantic import BaseModel
+from sdk import Scorer, ScoreResult
+
+
+class NoParams(BaseModel):
+    pass
+
+
+class MaybeSlow(Scorer):
+    \"\"\"1.0, after a long wait when the completion says "slow" (a hung scorer).\"\"\"
+
+    name = "maybe_slow"
+    Params = NoParams
+
+    async def score(self, sample, params):
+        if "slow" in sample.completion_text:
+            await asyncio.sleep(30)
+        return ScoreResult(reward=1.0)
+"""
+
+
+def composite_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> ArbiterConfig:
+    (tmp_path / "frontdoor_slow_plugin.py").write_text(SLOW_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = load_config().model_dump()
+    data["scorers"] = {
+        "blend": {
+            "type": "composite",
+            "timeout_s": 1.0,
+            "params": {
+                "components": [
+                    {"scorer": "fake", "name": "base", "params": {"reward": 0.25}},
+                    {"scorer": "maybe_slow", "name": "slow_part"},
+                ]
+            },
+        }
+    }
+    return ArbiterConfig.model_validate(data)
+
+
+def test_openrlhf_extra_logs_keys_are_fixed(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenRLHF concatenates extra_logs across requests (one query each): a sample
+    without components (a TIMEOUT) must log the same keys as one with them."""
+    config = composite_config(tmp_path, monkeypatch)
+    http = {"openrlhf_scorer": "blend", "run_code": False}
+    with EmbeddedServer(config, plugins=["sdk.testing", "frontdoor_slow_plugin"], http=http) as running:
+        url = running.http_url + "/get_reward"
+        fast = requests.post(url, json={"query": ["fast"], "prompts": [""]}).json()
+        slow = requests.post(url, json={"query": ["slow"], "prompts": [""]}).json()
+    assert fast["rewards"] == [1.25] and slow["rewards"] == [0.0]  # TIMEOUT: a bad output
+    keys = {"arbiter_bad_output", "arbiter_base", "arbiter_slow_part"}
+    assert set(fast["extra_logs"]) == set(slow["extra_logs"]) == keys
+    assert fast["extra_logs"] == {
+        "arbiter_bad_output": [0.0],
+        "arbiter_base": [0.25],
+        "arbiter_slow_part": [1.0],
+    }
+    assert slow["extra_logs"] == {
+        "arbiter_bad_output": [1.0],
+        "arbiter_base": [0.0],
+        "arbiter_slow_part": [0.0],
+    }
+
+
+@pytest.mark.parametrize(
+    ("http", "match"),
+    [
+        ({"openrlhf_scorer": "maths"}, "openrlhf_scorer = 'maths' is not a served scorer"),
+        ({"openrlhf_scorer": "fake", "openrlhf_params": {"rewrd": 1}}, "openrlhf_params do not fit"),
+    ],
+    ids=["unknown-scorer", "bad-params"],
+)
+def test_openrlhf_settings_are_checked_at_start(http: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match), EmbeddedServer(plugins=["sdk.testing"], http=http):
+        pass
 
 
 # ---- plain JSON ----
