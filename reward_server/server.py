@@ -253,7 +253,7 @@ class ArbiterServer:
         grace = self.config.server.grace_period_s if grace is None else grace
         if self._server is not None:
             await self._health.enter_graceful_shutdown()
-            http_stopped = self._http.stop() if self._http is not None else asyncio.sleep(0)
+            http_stopped = self._http.stop(grace) if self._http is not None else asyncio.sleep(0)
             await asyncio.gather(self._server.stop(grace), http_stopped)
             self._server, self._http = None, None
         self._service = None

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,6 +22,8 @@ from sandbox_fusion import RunCodeRequest, RunStatus, SummaryMapping
 from reward_server.config import ArbiterConfig, ConfigError, load_config
 from reward_server.embedded import EmbeddedServer
 from reward_server.http._openrlhf import MIN_OVERLAP, Unsplittable, split_query
+from reward_server.http._sandbox_fusion import RunCodeHandler
+from sandbox import Sandbox
 
 TOKEN = "correct horse"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -471,3 +476,77 @@ def test_integer_request_id_is_taken_as_text(server: EmbeddedServer) -> None:
     )
     assert response.status_code == 400
     assert "request_id must be a string" in response.json()["error"]["message"]
+
+
+# ---- life cycle: abandoned requests, stop, failed start ----
+
+
+def in_flight(running: EmbeddedServer) -> float:
+    value = running.server.metrics.registry.get_sample_value("arbiter_rpcs_in_flight")
+    return value or 0.0
+
+
+def wait_for_in_flight(running: EmbeddedServer, expected: float, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if in_flight(running) == expected:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_disconnected_client_cancels_its_scoring(server: EmbeddedServer) -> None:
+    async def hang_up() -> None:
+        timeout = aiohttp.ClientTimeout(total=0.5)
+        body = {"scorer": "fake", "params": {"delay_s": 5}}
+        async with aiohttp.ClientSession(timeout=timeout, headers=AUTH) as session:
+            with pytest.raises(TimeoutError):
+                await session.post(server.http_url + "/v1/score", json=body)
+
+    started = time.monotonic()
+    asyncio.run(hang_up())
+    assert wait_for_in_flight(server, 0.0, within_s=2.0), "the abandoned request kept scoring"
+    assert time.monotonic() - started < 4  # well before the 5 s the scorer would take
+    fake = server.server.scorers["fake"]
+    assert not fake.slots.locked()
+
+
+def test_stop_gives_in_flight_requests_the_grace_it_was_given() -> None:
+    running = EmbeddedServer(plugins=["sdk.testing"], http={"run_code": False}).start()
+    body = {"scorer": "fake", "params": {"delay_s": 10}}
+    outcome: list[str] = []
+
+    def post() -> None:
+        try:
+            requests.post(running.http_url + "/v1/score", json=body, timeout=30)
+        except requests.ConnectionError as exc:  # the request was cut at the end of grace
+            outcome.append(type(exc).__name__)
+
+    slow = threading.Thread(target=post, daemon=True)
+    slow.start()
+    try:
+        assert wait_for_in_flight(running, 1.0, within_s=5)
+    finally:
+        started = time.monotonic()
+        running.stop(grace=0.2)  # grace_period_s is 30
+    assert time.monotonic() - started < 5
+    slow.join(timeout=5)
+    assert outcome == ["ConnectionError"]
+
+
+def test_failed_http_bind_closes_the_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed: list[bool] = []
+    close = RunCodeHandler.close
+
+    def recording_close(self: RunCodeHandler) -> None:
+        closed.append(isinstance(self._sandbox, Sandbox))
+        close(self)
+
+    monkeypatch.setattr(RunCodeHandler, "close", recording_close)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        http = {"port": taken.getsockname()[1], "run_code_allow_weaker_isolation": True}
+        with pytest.raises(OSError), EmbeddedServer(plugins=["sdk.testing"], http=http):
+            pass
+    assert closed[:1] == [True]
