@@ -180,8 +180,8 @@ class ArbiterServer:
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         if self.config.http.enabled:
-            http = HttpFrontDoor(self.config, service, self.metrics, self.token)
-            try:
+            try:  # a bad [http] setting (ConfigError) or a failed bind stops the server
+                http = HttpFrontDoor(self.config, service, self.metrics, self.token)
                 self.http_port = await http.start()
             except BaseException:
                 await self.stop(grace=0)  # gRPC, the workers and the scorers started above
@@ -253,7 +253,7 @@ class ArbiterServer:
         grace = self.config.server.grace_period_s if grace is None else grace
         if self._server is not None:
             await self._health.enter_graceful_shutdown()
-            http_stopped = self._http.stop() if self._http is not None else asyncio.sleep(0)
+            http_stopped = self._http.stop(grace) if self._http is not None else asyncio.sleep(0)
             await asyncio.gather(self._server.stop(grace), http_stopped)
             self._server, self._http = None, None
         self._service = None

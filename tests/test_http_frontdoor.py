@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -16,7 +19,11 @@ import requests
 import sandbox_fusion
 from sandbox_fusion import RunCodeRequest, RunStatus, SummaryMapping
 
+from reward_server.config import ArbiterConfig, ConfigError, load_config
 from reward_server.embedded import EmbeddedServer
+from reward_server.http._openrlhf import MIN_OVERLAP, Unsplittable, split_query
+from reward_server.http._sandbox_fusion import RunCodeHandler
+from sandbox import Sandbox
 
 TOKEN = "correct horse"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -175,7 +182,7 @@ def test_openrlhf_rewards(server: EmbeddedServer) -> None:
 def test_openrlhf_as_older_versions_post_it(server: EmbeddedServer) -> None:
     """openrlhf/utils/remote_rm_utils.py (before 0.8): requests.post(json=...)."""
     headers = {"Content-Type": "application/json", **AUTH}
-    data = {"query": ["so \\boxed{3}"], "prompts": ["1+2?"], "labels": ["3"]}
+    data = {"query": ["1+2? so \\boxed{3}"], "prompts": ["1+2?"], "labels": ["3"]}
     response = requests.post(url=server.http_url + "/get_reward", json=data, headers=headers, timeout=180)
     response.raise_for_status()
     assert response.json()["rewards"] == [1.0]
@@ -198,6 +205,137 @@ def test_openrlhf_malformed_request_is_400(server: EmbeddedServer) -> None:
     response = requests.post(server.http_url + "/get_reward", json={"query": "not a list"}, headers=AUTH)
     assert response.status_code == 400
     assert "query" in response.json()["error"]["message"]
+
+
+def test_openrlhf_unusable_sample_is_422_not_zero(server: EmbeddedServer) -> None:
+    """INVALID_INPUT is a data or config problem (here: no label for math), never a reward."""
+    data = {
+        "query": ["1+1? \\boxed{2}", "1+2? \\boxed{3}"],
+        "prompts": ["1+1?", "1+2?"],
+        "labels": ["2", None],
+    }
+    response = requests.post(server.http_url + "/get_reward", json=data, headers=AUTH)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert [(s["index"], s["status"]) for s in error["samples"]] == [(1, "INVALID_INPUT")]
+    assert "reference" in error["samples"][0]["reason"]
+
+
+PROMPT = "<|user|>Write the number one half as a decimal, then box it.<|assistant|>"
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (PROMPT + "\\boxed{0.5}", "\\boxed{0.5}"),
+        (PROMPT[30:] + "\\boxed{0.5}", "\\boxed{0.5}"),  # OpenRLHF truncated it from the left
+        (PROMPT[-MIN_OVERLAP:] + PROMPT[-MIN_OVERLAP:], PROMPT[-MIN_OVERLAP:]),  # longest overlap
+    ],
+    ids=["whole-prompt", "left-truncated", "response-repeats-prompt-end"],
+)
+def test_split_query_cuts_the_prompt(query: str, expected: str) -> None:
+    assert split_query(query, PROMPT) == (PROMPT, expected)
+
+
+def test_split_query_is_linear() -> None:
+    prompt = "a" * 200_000
+    assert split_query("a" * 100_000 + "b", prompt) == (prompt, "b")
+
+
+def test_openrlhf_left_truncated_prompt_is_cut(server: EmbeddedServer) -> None:
+    data = {"query": [PROMPT[30:] + "\\boxed{0.5}"], "prompts": [PROMPT], "labels": ["1/2"]}
+    answer = requests.post(server.http_url + "/get_reward", json=data, headers=AUTH).json()
+    assert answer["rewards"] == [1.0]
+
+
+def test_openrlhf_query_without_its_prompt_is_422(server: EmbeddedServer) -> None:
+    with pytest.raises(Unsplittable):
+        split_query(PROMPT[: -MIN_OVERLAP + 1] + "!" + "\\boxed{0.5}", PROMPT)
+    query = "a different prompt entirely \\boxed{0.5}"
+    data = {"query": [PROMPT + "\\boxed{0.5}", query], "prompts": [PROMPT, PROMPT], "labels": ["0.5", "0.5"]}
+    response = requests.post(server.http_url + "/get_reward", json=data, headers=AUTH)
+    assert response.status_code == 422
+    (sample,) = response.json()["error"]["samples"]
+    assert sample["index"] == 1 and "prompt" in sample["reason"]
+
+
+SLOW_PLUGIN = """
+import asyncio
+from pydantic import BaseModel
+from sdk import Scorer, ScoreResult
+
+
+class NoParams(BaseModel):
+    pass
+
+
+class MaybeSlow(Scorer):
+    \"\"\"1.0, after a long wait when the completion says "slow" (a hung scorer).\"\"\"
+
+    name = "maybe_slow"
+    Params = NoParams
+
+    async def score(self, sample, params):
+        if "slow" in sample.completion_text:
+            await asyncio.sleep(30)
+        return ScoreResult(reward=1.0)
+"""
+
+
+def composite_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> ArbiterConfig:
+    (tmp_path / "frontdoor_slow_plugin.py").write_text(SLOW_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = load_config().model_dump()
+    data["scorers"] = {
+        "blend": {
+            "type": "composite",
+            "timeout_s": 1.0,
+            "params": {
+                "components": [
+                    {"scorer": "fake", "name": "base", "params": {"reward": 0.25}},
+                    {"scorer": "maybe_slow", "name": "slow_part"},
+                ]
+            },
+        }
+    }
+    return ArbiterConfig.model_validate(data)
+
+
+def test_openrlhf_extra_logs_keys_are_fixed(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenRLHF concatenates extra_logs across requests (one query each): a sample
+    without components (a TIMEOUT) must log the same keys as one with them."""
+    config = composite_config(tmp_path, monkeypatch)
+    http = {"openrlhf_scorer": "blend", "run_code": False}
+    with EmbeddedServer(config, plugins=["sdk.testing", "frontdoor_slow_plugin"], http=http) as running:
+        url = running.http_url + "/get_reward"
+        fast = requests.post(url, json={"query": ["fast"], "prompts": [""]}).json()
+        slow = requests.post(url, json={"query": ["slow"], "prompts": [""]}).json()
+    assert fast["rewards"] == [1.25] and slow["rewards"] == [0.0]  # TIMEOUT: a bad output
+    keys = {"arbiter_bad_output", "arbiter_base", "arbiter_slow_part"}
+    assert set(fast["extra_logs"]) == set(slow["extra_logs"]) == keys
+    assert fast["extra_logs"] == {
+        "arbiter_bad_output": [0.0],
+        "arbiter_base": [0.25],
+        "arbiter_slow_part": [1.0],
+    }
+    assert slow["extra_logs"] == {
+        "arbiter_bad_output": [1.0],
+        "arbiter_base": [0.0],
+        "arbiter_slow_part": [0.0],
+    }
+
+
+@pytest.mark.parametrize(
+    ("http", "match"),
+    [
+        ({"openrlhf_scorer": "maths"}, "openrlhf_scorer = 'maths' is not a served scorer"),
+        ({"openrlhf_scorer": "fake", "openrlhf_params": {"rewrd": 1}}, "openrlhf_params do not fit"),
+    ],
+    ids=["unknown-scorer", "bad-params"],
+)
+def test_openrlhf_settings_are_checked_at_start(http: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match), EmbeddedServer(plugins=["sdk.testing"], http=http):
+        pass
 
 
 # ---- plain JSON ----
@@ -289,3 +427,126 @@ def test_http_is_off_by_default() -> None:
         assert running.server.http_port is None
         with pytest.raises(RuntimeError, match="off"):
             _ = running.http_url
+
+
+# ---- hostile input: always a 4xx answer, never a 500 ----
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"scorer": "fake", "request_id": ' + b"7" * 5000 + b"}"],
+    ids=["nested-past-recursion-limit", "integer-over-4300-digits"],
+)
+@pytest.mark.parametrize("path", ["/v1/score", "/get_reward", "/run_code"])
+def test_unreadable_json_is_400(server: EmbeddedServer, data: bytes, path: str) -> None:
+    response = requests.post(server.http_url + path, data=data, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "INVALID_ARGUMENT"
+
+
+def test_run_code_lone_surrogate_is_a_sandbox_error(server: EmbeddedServer) -> None:
+    body = json.dumps({"code": "print('\ud800')", "language": "python"})  # JSON text may hold one
+    response = requests.post(server.http_url + "/run_code", data=body, headers=AUTH)
+    assert response.status_code < 500
+    assert response.json()["status"] == "SandboxError"
+    assert "not valid Unicode" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "header", [b"Bearer \xff\xfe", "Bearer t\u00f6ken".encode()], ids=["not-utf8", "non-ascii"]
+)
+def test_undecodable_authorization_is_401(server: EmbeddedServer, header: bytes) -> None:
+    response = requests.post(
+        server.http_url + "/v1/score", json={"scorer": "fake"}, headers={"Authorization": header}
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "UNAUTHENTICATED"
+
+
+def test_integer_request_id_is_taken_as_text(server: EmbeddedServer) -> None:
+    answer = requests.post(
+        server.http_url + "/v1/score", json={"scorer": "fake", "request_id": 7}, headers=AUTH
+    ).json()
+    assert (answer["status"], answer["request_id"]) == ("OK", "7")
+    batch = {"requests": [{"scorer": "fake", "request_id": 8}]}
+    answer = requests.post(server.http_url + "/v1/score_batch", json=batch, headers=AUTH).json()
+    assert [(r["status"], r["request_id"]) for r in answer["results"]] == [("OK", "8")]
+    response = requests.post(
+        server.http_url + "/v1/score", json={"scorer": "fake", "request_id": [1]}, headers=AUTH
+    )
+    assert response.status_code == 400
+    assert "request_id must be a string" in response.json()["error"]["message"]
+
+
+# ---- life cycle: abandoned requests, stop, failed start ----
+
+
+def in_flight(running: EmbeddedServer) -> float:
+    value = running.server.metrics.registry.get_sample_value("arbiter_rpcs_in_flight")
+    return value or 0.0
+
+
+def wait_for_in_flight(running: EmbeddedServer, expected: float, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if in_flight(running) == expected:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_disconnected_client_cancels_its_scoring(server: EmbeddedServer) -> None:
+    async def hang_up() -> None:
+        timeout = aiohttp.ClientTimeout(total=0.5)
+        body = {"scorer": "fake", "params": {"delay_s": 5}}
+        async with aiohttp.ClientSession(timeout=timeout, headers=AUTH) as session:
+            with pytest.raises(TimeoutError):
+                await session.post(server.http_url + "/v1/score", json=body)
+
+    started = time.monotonic()
+    asyncio.run(hang_up())
+    assert wait_for_in_flight(server, 0.0, within_s=2.0), "the abandoned request kept scoring"
+    assert time.monotonic() - started < 4  # well before the 5 s the scorer would take
+    fake = server.server.scorers["fake"]
+    assert not fake.slots.locked()
+
+
+def test_stop_gives_in_flight_requests_the_grace_it_was_given() -> None:
+    running = EmbeddedServer(plugins=["sdk.testing"], http={"run_code": False}).start()
+    body = {"scorer": "fake", "params": {"delay_s": 10}}
+    outcome: list[str] = []
+
+    def post() -> None:
+        try:
+            requests.post(running.http_url + "/v1/score", json=body, timeout=30)
+        except requests.ConnectionError as exc:  # the request was cut at the end of grace
+            outcome.append(type(exc).__name__)
+
+    slow = threading.Thread(target=post, daemon=True)
+    slow.start()
+    try:
+        assert wait_for_in_flight(running, 1.0, within_s=5)
+    finally:
+        started = time.monotonic()
+        running.stop(grace=0.2)  # grace_period_s is 30
+    assert time.monotonic() - started < 5
+    slow.join(timeout=5)
+    assert outcome == ["ConnectionError"]
+
+
+def test_failed_http_bind_closes_the_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed: list[bool] = []
+    close = RunCodeHandler.close
+
+    def recording_close(self: RunCodeHandler) -> None:
+        closed.append(isinstance(self._sandbox, Sandbox))
+        close(self)
+
+    monkeypatch.setattr(RunCodeHandler, "close", recording_close)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        http = {"port": taken.getsockname()[1], "run_code_allow_weaker_isolation": True}
+        with pytest.raises(OSError), EmbeddedServer(plugins=["sdk.testing"], http=http):
+            pass
+    assert closed[:1] == [True]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import pytest
 
@@ -84,3 +85,50 @@ def test_unreachable_server_raises() -> None:
 def test_bad_route_is_refused_when_configured() -> None:
     with pytest.raises(ValueError, match="route for 'a'"):
         verl.configure({"a": {"scorer": "math", "ground_truth": "answer"}})
+
+
+class Config(Mapping[str, Any]):
+    """A mapping that is no dict, as OmegaConf's DictConfig (verl's reward_kwargs) is."""
+
+    def __init__(self, **items: Any) -> None:
+        self._items = items
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Items(Sequence[Any]):
+    """A sequence that is no list, as OmegaConf's ListConfig is."""
+
+    def __init__(self, *items: Any) -> None:
+        self._items = items
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._items[index]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def test_routes_as_omegaconf_containers(server: EmbeddedServer) -> None:
+    route = Config(scorer="format", params=Config(tags=Items("answer")))
+    kwargs = {"target": server.target, "token": "t0ken", "routes": Config(tagged=route)}
+    assert verl.compute_score("tagged", "<answer>4</answer>", None, **kwargs) == 1.0
+    assert verl.compute_score("tagged", "4", None, **kwargs) == 0.0
+    verl.configure(Config(tagged=route), target=server.target, token="t0ken")
+    assert verl.compute_score("tagged", "<answer>4</answer>", None) == 1.0
+
+
+def test_unusable_sample_raises_naming_source_status_and_reason(server: EmbeddedServer) -> None:
+    verl.configure({"openai/gsm8k": "math"}, target=server.target, token="t0ken")
+    with pytest.raises(RewardServerError) as caught:
+        verl.compute_score("openai/gsm8k", "\\boxed{2}", None)  # no ground truth: never a 0
+    message = str(caught.value)
+    assert "'openai/gsm8k'" in message and "INVALID_INPUT" in message
+    assert "data or config problem" in message and "reference" in message

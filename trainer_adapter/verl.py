@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +80,7 @@ class Route:
                     f"route for {data_source!r}: {value!r}; use a scorer name or"
                     f' {{"scorer", "params": {{...}}, "ground_truth": one of {_GROUND_TRUTH}}}'
                 )
-            return cls(value["scorer"], dict(value.get("params", {})), ground_truth)
+            return cls(value["scorer"], _plain(value.get("params", {})), ground_truth)
         raise ValueError(f"route for {data_source!r} must be a scorer name or a table with a scorer")
 
 
@@ -105,7 +105,7 @@ def configure(
     max_wait_s: float | None = None,
 ) -> None:
     """Set the routes (data source -> scorer) and server for this process."""
-    parsed = {source: Route.parse(source, value) for source, value in (routes or {}).items()}
+    parsed = {source: Route.parse(source, value) for source, value in _plain(routes or {}).items()}
     with _lock:
         if routes is not None:
             _settings.routes = parsed
@@ -119,7 +119,9 @@ def configure(
 
 def _routes(explicit: Mapping[str, Any] | str | None) -> dict[str, Route]:
     if explicit is not None:
-        raw = json.loads(explicit) if isinstance(explicit, str) else explicit
+        raw = json.loads(explicit) if isinstance(explicit, str) else _plain(explicit)
+        if not isinstance(raw, Mapping):
+            raise ValueError('routes must be a table {"data_source": "scorer", ...}')
         return {source: Route.parse(source, value) for source, value in raw.items()}
     if _settings.routes:
         return _settings.routes
@@ -206,11 +208,27 @@ def compute_score(
         raise RewardServerError(f"reward server {address} gave no reward within {wait:g}s: {exc}") from exc
     reward = reward_of(result)
     if reward is None:
+        status = Status(result.status)
+        kind = (
+            "the request is unusable, a data or config problem (ground truth, route params or tests)"
+            if status is Status.INVALID_INPUT
+            else "the reward server failed"
+        )
         raise RewardServerError(
             f"scorer {route.scorer!r} could not score a {data_source!r} sample"
-            f" ({Status(result.status).name}): {result.reason}"
+            f" ({status.name}: {kind}): {result.reason}"
         )
     return reward
+
+
+def _plain(value: Any) -> Any:
+    """Plain JSON containers from any Mapping or Sequence: verl hands ``reward_kwargs``
+    over as OmegaConf DictConfig and ListConfig, which protobuf's Struct refuses."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _jsonable(extra_info: Mapping[str, Any]) -> dict[str, Any]:

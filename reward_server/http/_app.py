@@ -44,7 +44,12 @@ _CODE_NAMES = {
 def _authorized(header: str, token: str) -> bool:
     """``Bearer <token>``, or HTTP Basic auth whose password is the token (what
     ``http://user:<token>@host/...`` URLs send, for clients such as OpenRLHF and
-    verl that take a URL but no headers). Compared in constant time."""
+    verl that take a URL but no headers). Compared in constant time. A header
+    that is not UTF-8 text (aiohttp keeps undecodable bytes as surrogates) is refused."""
+    try:
+        header.encode()
+    except UnicodeEncodeError:
+        return False
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer":
         return hmac.compare_digest(value.encode(), token.encode())
@@ -100,9 +105,22 @@ class HttpFrontDoor:
         return app
 
     async def start(self) -> int:
-        """Bind and serve; returns the bound port."""
+        """Bind and serve; returns the bound port. A failure (a port in use, a bad
+        certificate) leaves nothing behind: no runner, no sandbox."""
         if self.config.http.run_code:
             await self.run_code.start()
+        try:
+            port, tls = await self._serve()
+        except BaseException:
+            await asyncio.to_thread(self.run_code.close)
+            raise
+        log.info(
+            "serving http",
+            extra={"address": f"{self.host}:{port}", "tls": tls, "auth": bool(self._token)},
+        )
+        return port
+
+    async def _serve(self) -> tuple[int, bool]:
         server = self.config.server
         context = None
         if server.tls_cert_file is not None and server.tls_key_file is not None:
@@ -112,32 +130,37 @@ class HttpFrontDoor:
             self.application(),
             access_log=None,
             handle_signals=False,
-            shutdown_timeout=self.config.server.grace_period_s,
+            shutdown_timeout=server.grace_period_s,
+            # A client that hangs up cancels its handler, and so its scoring: the
+            # dispatcher releases its slot and a worker running it is replaced,
+            # rather than scoring for nobody. (A sandboxed program started cold is
+            # killed; one in the warm Python interpreter ends at its own time limit.)
+            handler_cancellation=True,
         )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.config.http.port, ssl_context=context, reuse_port=False)
         try:
             await site.start()
-        except OSError:
+        except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
         sockets = [s for s in runner.addresses if isinstance(s, tuple)]
         self.port = int(sockets[0][1]) if sockets else self.config.http.port
-        log.info(
-            "serving http",
-            extra={
-                "address": f"{self.host}:{self.port}",
-                "tls": context is not None,
-                "auth": bool(self._token),
-            },
-        )
-        return self.port
+        return self.port, context is not None
 
-    async def stop(self) -> None:
-        """Stop taking requests; in-flight ones get ``grace_period_s`` to finish."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking requests; in-flight ones get ``grace`` seconds to finish
+        (``grace_period_s`` when None), then are cancelled."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
+            if grace is not None and runner.server is not None:
+                # The runner's own shutdown waits its construction-time timeout;
+                # this waits ``grace``, through aiohttp's public site and server
+                # calls, and leaves cleanup() nothing to wait for.
+                for site in list(runner.sites):
+                    await site.stop()
+                await runner.server.shutdown(grace)
             await runner.cleanup()
         await asyncio.to_thread(self.run_code.close)
 

@@ -47,13 +47,16 @@ def error_response(status: int, message: str, **extra: Any) -> web.Response:
 
 
 async def read_json(request: web.Request) -> Any:
-    """The body as JSON; BadRequest when it is not JSON. Oversized bodies raise
-    aiohttp's 413, which the error middleware answers."""
+    """The body as JSON; BadRequest when it is not JSON or is JSON no sample could
+    be (nested past the parser's recursion limit, an integer of more than 4300
+    digits). Oversized bodies raise aiohttp's 413, which the error middleware answers."""
     raw = await request.read()
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"the body is not JSON: {exc}") from exc
+    except RecursionError:
+        raise BadRequest("the body is JSON nested too deeply to read") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, over-long integers
+        raise BadRequest(f"the body is not usable JSON: {exc}") from exc
 
 
 async def score_requests(service: RewardService, requests: Sequence[pb.ScoreRequest]) -> list[ScoreResult]:

@@ -35,6 +35,7 @@ class PlainHandler:
         body = await read_json(request)
         if not isinstance(body, Mapping):
             raise BadRequest("the body must be a JSON object: one sample")
+        body = _with_text_request_id(body, "the sample")
         # One sample alone: a sample the client library would refuse is a bad request here.
         batch = prepare_batch([body])
         if batch.results[0] is not None:
@@ -53,6 +54,10 @@ class PlainHandler:
             raise BadRequest(
                 f"batch of {len(items)} samples exceeds max_batch_size={self.max_batch_size}; split it"
             )
+        items = [
+            _with_text_request_id(item, f"requests[{index}]") if isinstance(item, Mapping) else item
+            for index, item in enumerate(items)
+        ]
         # Samples that cannot be built get INVALID_INPUT on their own, as in the client.
         batch = prepare_batch(items)
         scored = await score_requests(self.service, batch.requests)
@@ -76,3 +81,14 @@ class PlainHandler:
                 }
             )
         return web.json_response({"scorers": infos})
+
+
+def _with_text_request_id(item: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """JSON clients often number their samples: an integer ``request_id`` is taken
+    as its decimal text; any other non-text id is a bad request."""
+    request_id = item.get("request_id")
+    if request_id is None or isinstance(request_id, str):
+        return item
+    if isinstance(request_id, int) and not isinstance(request_id, bool):
+        return {**item, "request_id": str(request_id)}
+    raise BadRequest(f"{where}: request_id must be a string or an integer, not {type(request_id).__name__}")

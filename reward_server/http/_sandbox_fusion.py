@@ -189,7 +189,10 @@ class RunCodeHandler:
             )
         if run.fetch_files:
             return sandbox_error("fetch_files is not supported by this server")
-        size = len(run.code.encode()) + len((run.stdin or "").encode())
+        try:
+            size = len(run.code.encode()) + len((run.stdin or "").encode())
+        except UnicodeEncodeError as exc:  # JSON can carry lone surrogates; a program cannot
+            return sandbox_error(f"code or stdin is not valid Unicode text: {exc}")
         if size > self.max_sample_bytes:
             return sandbox_error(
                 f"code and stdin are {size} bytes; this server accepts at most"
