@@ -245,11 +245,12 @@ def peft_config(settings: LoraSettings | None, task_type: str) -> Any:
 
 
 def resume_checkpoint(config: RunConfig) -> Path | None:
-    """The checkpoint to resume from: ``resume: true`` means the newest in output_dir."""
+    """The checkpoint to resume from: ``resume: true`` means the newest in output_dir;
+    a path is used as given (``load_run_config`` made it relative to the config file)."""
     if config.resume is False:
         return None
     if isinstance(config.resume, Path):
-        path = config.resume if config.resume.is_absolute() else config.output_dir / config.resume
+        path = config.resume
         if not path.is_dir():
             raise RunConfigError(f"resume: {path} is not a checkpoint directory")
         return path
