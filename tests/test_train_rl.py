@@ -99,6 +99,10 @@ def test_grpo_runs_with_rewards_from_the_server_and_resumes(
     out = tmp_path / "grpo"
     assert (out / "checkpoint-1").is_dir() and (out / "checkpoint-2").is_dir()
     assert (out / "model.safetensors").is_file()
+    logged = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    # one combined reward function: a part that fails leaves the sample out, not the others' sum
+    assert any("rewards/arbiter/mean" in entry and "arbiter_math/mean" in entry for entry in logged)
+    assert not any("rewards/arbiter_math/mean" in entry for entry in logged)
 
     # Resume from the newest checkpoint and go one step further.
     config["resume"] = True

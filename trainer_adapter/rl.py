@@ -279,7 +279,7 @@ def run_grpo(config: GRPORunConfig) -> RunResult:
         raise RunConfigError(f"GRPO needs TRL: {trl_version_hint()} ({exc})") from exc
 
     from .progress import RewardProgress
-    from .rewards import server_reward
+    from .rewards import combined_reward, reward_config
 
     rows = read_jsonl(config.data, config.prompt_column)
     if config.prompt_column != "prompt":
@@ -299,7 +299,7 @@ def run_grpo(config: GRPORunConfig) -> RunResult:
         max_completion_length=config.max_completion_length,
         use_vllm=config.use_vllm,
         vllm_mode=config.vllm_mode,
-        reward_weights=[spec.weight for spec in config.rewards],
+        reward_weights=[1.0],  # the weights are applied in the one combined reward function
         save_strategy="steps",
         save_steps=config.checkpoint_every,
         disable_tqdm=True,
@@ -309,22 +309,29 @@ def run_grpo(config: GRPORunConfig) -> RunResult:
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     model = AutoModelForCausalLM.from_pretrained(config.model, dtype=_dtype(device["bf16"]))
     with reward_server_target(config.server) as (target, token):
-        rewards = [
-            server_reward(
-                spec.scorer,
-                target,
-                columns=spec.columns,
-                params=spec.params,
-                token=token,
-                max_wait_s=config.server.max_wait_s,
-                name=spec.name,
-            )
-            for spec in config.rewards
-        ]
+        # One reward function for all scorers: TRL sums the rewards that are not None, so
+        # a failed part next to others would count as 0; combined, the sample is left out.
+        reward = combined_reward(
+            [
+                (
+                    reward_config(
+                        spec.scorer,
+                        target,
+                        columns=spec.columns,
+                        params=spec.params,
+                        token=token,
+                        max_wait_s=config.server.max_wait_s,
+                        name=spec.name,
+                    ),
+                    spec.weight,
+                )
+                for spec in config.rewards
+            ]
+        )
         progress = RewardProgress("grpo", reward_keys=("reward",))
         trainer = GRPOTrainer(
             model=model,
-            reward_funcs=rewards,
+            reward_funcs=[reward],
             args=args,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
