@@ -247,6 +247,24 @@ def test_lora_with_a_weighted_loss_and_a_template_warning(tiny_lm: Path, tmp_pat
     assert "Trained 10 steps" in result.output
 
 
+def test_chat_template_files_are_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer_adapter.run_config import load_run_config
+    from trainer_adapter.sft_data import resolve_chat_template
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "marked.jinja").write_text(MARKED_TEMPLATE)
+    path = folder / "sft.yaml"
+    config = {"model": "m", "data": "d.jsonl", "output_dir": "out", "chat_template": "marked.jinja"}
+    path.write_text(yaml.safe_dump({**config, "inference_chat_template": CHAT_TEMPLATE}))
+    monkeypatch.chdir(tmp_path)  # not where the template is
+    loaded = load_run_config(Path("configs/sft.yaml"), SFTRunConfig)
+    assert loaded.chat_template is not None and resolve_chat_template(loaded.chat_template) == MARKED_TEMPLATE
+    assert loaded.inference_chat_template == CHAT_TEMPLATE  # template text stays text
+
+
 def test_bad_configs_stop_before_any_model_is_loaded(tiny_lm: Path, tmp_path: Path) -> None:
     path = _config(tmp_path, tiny_lm, trl={"output_dir": "elsewhere"})
     result = CliRunner().invoke(main, ["train", "sft", "--config", str(path)])
