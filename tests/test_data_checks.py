@@ -98,3 +98,27 @@ def test_command_passes_with_warnings_only(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["data", "check", str(data)])
     assert result.exit_code == 0, result.output
     assert "0 error(s), 2 warning(s)" in result.output
+
+
+def test_exact_duplicates_compare_the_raw_text(tmp_path: Path) -> None:
+    rows: list[object] = [
+        _conversation("Is 5 > 3?", "yes"),  # 1
+        _conversation("Is 5 < 3?", "yes"),  # 2: not the same question
+        _conversation("Is 5  >  3?", "yes"),  # 3: line 1 with other spacing
+    ]
+    report = check_data(_write(tmp_path / "ops.jsonl", rows))
+    assert report.duplicate_groups == [[1, 3]]
+    assert [(a, b) for a, b, _ in report.near_duplicates] == [(1, 2)]  # still worth a look
+
+
+def test_an_empty_reply_with_weight_zero_is_not_an_error(tmp_path: Path) -> None:
+    row = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "", "weight": 0},
+            {"role": "user", "content": "count"},
+            {"role": "assistant", "content": "0 1 2"},
+        ]
+    }
+    report = check_data(_write(tmp_path / "weights.jsonl", [row]))
+    assert not report.findings, report.findings

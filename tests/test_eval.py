@@ -83,9 +83,39 @@ def test_eval_reports_pass_at_k_and_accuracy(tmp_path: Path) -> None:
     for k in (1, 2, 4):
         by_hand = sum(1 - math.comb(4 - c, k) / math.comb(4, k) for c in counts) / 4
         assert digit["pass@k"][str(k)] == pytest.approx(by_hand)
+    assert digit["pass@k_prompts"] == {"1": 4, "2": 4, "4": 4}
     always = report["scorers"]["always"]
     assert always["accuracy"] == 1.0 and always["pass@k"] == {"1": 1.0, "2": 1.0, "4": 1.0}
     assert report["scorers"]["math"]["scored"] == 16
+
+
+def test_pass_at_k_says_how_many_prompts_stand_behind_it() -> None:
+    from rich.console import Console
+
+    from trainer_adapter.evaluate import _report, _table
+
+    config = EvalConfig.model_validate(
+        {
+            "model": "m",
+            "data": "d.jsonl",
+            "server": {"embedded": True},
+            "rewards": [{"scorer": "math"}],
+            "n": 4,
+            "k": [1, 4],
+            "temperature": 1.0,
+        }
+    )
+    rows = [{"prompt": "a"}, {"prompt": "b"}]
+    # prompt b lost a sample to an infrastructure failure: 3 scored, too few for pass@4
+    rewards = [[1.0, 0.0, 0.0, 0.0, 1.0, None, 1.0, 1.0]]
+    report = _report(config, "transformers", rows, [["x"] * 4] * 2, rewards)
+    math_report = report.as_json(config)["scorers"]["math"]
+    assert math_report["pass@k"] == {"1": pytest.approx((0.25 + 1.0) / 2), "4": 1.0}
+    assert math_report["pass@k_prompts"] == {"1": 2, "4": 1}
+    console = Console(width=200, record=True)
+    console.print(_table(config, report))
+    table = console.export_text()
+    assert "0.6250 (2)" in table and "1.0000 (1)" in table
 
 
 def test_eval_config_checks_k_and_sampling(tmp_path: Path) -> None:

@@ -102,6 +102,25 @@ def test_generation_markers_give_the_same_targets(tokenizer: Any) -> None:
     check_masking(tokenizer, marked)
 
 
+def test_generation_markers_around_the_role_header_fail_the_check(tokenizer: Any) -> None:
+    # the markers wrap "<|im_start|>assistant\n" too: the header would carry loss
+    tokenizer.chat_template = MARKED_TEMPLATE.replace(
+        "<|im_start|>{{ message['role'] }}\n{% if message['role'] == 'assistant' %}{% generation %}",
+        "{% if message['role'] == 'assistant' %}{% generation %}<|im_start|>{{ message['role'] }}\n",
+    ).replace(
+        "{% else %}{{ message['content'] }}",
+        "{% else %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}",
+    )
+    rows = tokenize_rows(tokenizer, _rows(), "messages", max_length=None)
+    assert tokenizer.decode(rows[0].input_ids) == tokenizer.apply_chat_template(
+        [{"role": r, "content": c} for r, c in CONVERSATIONS[0]],
+        chat_template=MARKED_TEMPLATE,
+        tokenize=False,
+    )  # the same text, only the markers moved
+    with pytest.raises(SFTDataError, match="loss falls on text outside the assistant replies"):
+        check_masking(tokenizer, rows)
+
+
 def test_prompt_completion_and_message_weights(tokenizer: Any) -> None:
     rows = [
         {"prompt": "six times seven is", "completion": " 42"},
@@ -135,6 +154,12 @@ def test_hard_errors(tokenizer: Any) -> None:
     leaky.labels[:3] = leaky.input_ids[:3]  # the system header now carries loss
     with pytest.raises(SFTDataError, match="loss falls on text outside the assistant replies"):
         check_masking(tokenizer, [leaky])
+    (blank,) = tokenize_rows(tokenizer, _rows()[:1], "messages", max_length=None)
+    newline = len(blank.input_ids) - 1  # the "\n" after the reply's end-of-turn
+    assert tokenizer.decode(blank.input_ids[newline:]) == "\n"
+    blank.labels = [IGNORE_INDEX] * newline + blank.input_ids[newline:]  # loss on that alone
+    with pytest.raises(SFTDataError, match="whitespace only"):
+        check_masking(tokenizer, [blank])
     empty = _rows()[3]
     empty["messages"][1]["content"] = " "
     with pytest.raises(SFTDataError, match="empty assistant reply"):
@@ -220,6 +245,24 @@ def test_lora_with_a_weighted_loss_and_a_template_warning(tiny_lm: Path, tmp_pat
     assert "warning: the training and inference chat templates render conversation 1 differently" in output
     assert (tmp_path / "out" / "adapter_config.json").is_file()
     assert "Trained 10 steps" in result.output
+
+
+def test_chat_template_files_are_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer_adapter.run_config import load_run_config
+    from trainer_adapter.sft_data import resolve_chat_template
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "marked.jinja").write_text(MARKED_TEMPLATE)
+    path = folder / "sft.yaml"
+    config = {"model": "m", "data": "d.jsonl", "output_dir": "out", "chat_template": "marked.jinja"}
+    path.write_text(yaml.safe_dump({**config, "inference_chat_template": CHAT_TEMPLATE}))
+    monkeypatch.chdir(tmp_path)  # not where the template is
+    loaded = load_run_config(Path("configs/sft.yaml"), SFTRunConfig)
+    assert loaded.chat_template is not None and resolve_chat_template(loaded.chat_template) == MARKED_TEMPLATE
+    assert loaded.inference_chat_template == CHAT_TEMPLATE  # template text stays text
 
 
 def test_bad_configs_stop_before_any_model_is_loaded(tiny_lm: Path, tmp_path: Path) -> None:

@@ -99,6 +99,10 @@ def test_grpo_runs_with_rewards_from_the_server_and_resumes(
     out = tmp_path / "grpo"
     assert (out / "checkpoint-1").is_dir() and (out / "checkpoint-2").is_dir()
     assert (out / "model.safetensors").is_file()
+    logged = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    # one combined reward function: a part that fails leaves the sample out, not the others' sum
+    assert any("rewards/arbiter/mean" in entry and "arbiter_math/mean" in entry for entry in logged)
+    assert not any("rewards/arbiter_math/mean" in entry for entry in logged)
 
     # Resume from the newest checkpoint and go one step further.
     config["resume"] = True
@@ -169,6 +173,56 @@ def test_ppo_runs_with_rewards_from_the_server_and_resumes(
     assert result.exit_code == 0, result.output
     assert "ppo: 2 steps" in result.output  # one step left after checkpoint-1
     assert _calls(rl_server) == after_first + 2
+
+
+def test_ppo_resumes_with_the_prompts_the_uninterrupted_run_saw_next(
+    tiny_lm: Path, rl_server: EmbeddedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer_adapter.ppo import ServerRewardModel
+
+    seen: list[str] = []
+    split = ServerRewardModel.split
+
+    def recording(self: ServerRewardModel, ids: list[int]) -> Any:
+        row, response = split(self, ids)
+        seen.append(row["prompt"])
+        return row, response
+
+    monkeypatch.setattr(ServerRewardModel, "split", recording)
+    monkeypatch.chdir(tmp_path)  # the config is named relative to here, as on a command line
+    rows = [{"prompt": f"question {i}:", "answer": str(i)} for i in range(8)]
+    Path("prompts.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = _ppo_config(tiny_lm, tmp_path, rl_server.target, checkpoint_every=2)
+    config.update(data="prompts.jsonl", output_dir="ppo")
+    config["trl"] = {"per_device_train_batch_size": 2, "num_mini_batches": 1, "num_sample_generations": 0}
+    result = CliRunner().invoke(
+        main, ["train", "ppo", "--config", _write(Path("."), "ppo.yaml", config).name]
+    )
+    assert result.exit_code == 0, result.output
+    assert "ppo: 4 steps" in result.output
+    uninterrupted = list(seen)
+    assert sorted(uninterrupted) == sorted(row["prompt"] for row in rows)  # one epoch: each prompt once
+
+    seen.clear()
+    config["resume"] = "ppo/checkpoint-2"  # relative to the config file, which is relative to the cwd
+    result = CliRunner().invoke(
+        main, ["train", "ppo", "--config", _write(Path("."), "resume.yaml", config).name]
+    )
+    assert result.exit_code == 0, result.output
+    assert "ppo: 4 steps" in result.output
+    assert seen == uninterrupted[4:]  # the last two batches, not the first two again
+
+
+def test_ppo_refuses_rows_that_share_a_prompt_but_not_their_reference(tiny_lm: Path, tmp_path: Path) -> None:
+    data = tmp_path / "clash.jsonl"
+    rows = [{"prompt": "two plus two", "answer": "4"}, {"prompt": "x", "answer": "1"}]
+    rows.append({"prompt": "two plus two", "answer": "5"})
+    data.write_text(json.dumps(rows[0]) + "\n\n" + "".join(json.dumps(row) + "\n" for row in rows[1:]))
+    config = _ppo_config(tiny_lm, tmp_path, "127.0.0.1:1", data=str(data))
+    config["server"]["max_wait_s"] = 1.0  # refused before any call; without the check it fails fast
+    result = _train("ppo", _write(tmp_path, "ppo.yaml", config))
+    assert result.exit_code == 1
+    assert "lines 1 and 4 have the same prompt but different answer" in " ".join(result.output.split())
 
 
 def test_ppo_with_lora_on_policy_and_critic(tiny_lm: Path, rl_server: EmbeddedServer, tmp_path: Path) -> None:

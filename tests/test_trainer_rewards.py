@@ -73,6 +73,33 @@ def test_unusable_requests_are_left_out_with_a_warning_never_zero(
     assert "1 of 2 samples were refused as unusable" in caplog.text and "reference" in caplog.text
 
 
+def test_combined_reward_leaves_a_sample_out_when_any_part_fails(server: EmbeddedServer) -> None:
+    from trainer_adapter import combined_reward, reward_config
+
+    fixed = reward_config("fake", server.target, params={"reward": 1.0})
+    # the reward is read from the reference: "x" is not a number, so that sample is refused
+    from_answer = reward_config(
+        "fake",
+        server.target,
+        columns={"reference": "answer"},
+        params={"reward_from_reference": True},
+        name="graded",
+    )
+    reward = combined_reward([(fixed, 0.5), (from_answer, 2.0)])
+    metrics: dict[str, float] = {}
+    values = asyncio.run(
+        reward(
+            prompts=["p", "q"], completions=["c", "d"], answer=["0.25", "x"], log_metric=metrics.__setitem__
+        )
+    )
+    assert values == [0.5 * 1.0 + 2.0 * 0.25, None]  # not 0.5, the working part alone
+    assert metrics["arbiter_fake/mean"] == 1.0 and metrics["graded/mean"] == 0.25
+    assert metrics["graded/invalid_inputs"] == 1.0 and metrics["arbiter/left_out"] == 1.0
+    assert inspect.iscoroutinefunction(reward) and reward.__name__ == "arbiter"
+    copy = pickle.loads(pickle.dumps(reward))
+    assert asyncio.run(copy(prompts=["p"], completions=["c"], answer=["1"])) == [2.5]
+
+
 def test_rewards_spread_over_replicas(server: EmbeddedServer) -> None:
     with EmbeddedServer(plugins=["sdk.testing"], metrics=True) as second:
         reward = server_reward("fake", [server.target, second.target])

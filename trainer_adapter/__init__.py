@@ -3,15 +3,25 @@
 Imports nothing of TRL or torch, so the server installs without them."""
 
 from .evaluate import EvalConfig, pass_at_k
-from .rewards import RewardServerError, ServerReward, server_reward
+from .rewards import (
+    CombinedReward,
+    RewardServerError,
+    ServerReward,
+    combined_reward,
+    reward_config,
+    server_reward,
+)
 from .rl import GRPORunConfig, PPORunConfig
 
 __all__ = [
+    "CombinedReward",
     "EvalConfig",
     "GRPORunConfig",
     "PPORunConfig",
     "RewardServerError",
     "ServerReward",
+    "combined_reward",
     "pass_at_k",
+    "reward_config",
     "server_reward",
 ]

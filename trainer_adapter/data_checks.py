@@ -7,7 +7,8 @@ look: exact and near duplicates, replies that look cut off, rows longer than
 ``max_length``). The report also has the length distribution, in tokens when a
 tokenizer is given, in characters otherwise.
 
-Near duplicates: MinHash signatures over word 3-grams of the normalised text, LSH
+Exact duplicates compare the raw text with runs of whitespace collapsed ("Is 5 > 3?"
+and "Is 5 < 3?" differ). Near duplicates: MinHash signatures over word 3-grams of the normalised text, LSH
 banding to find candidate pairs, then the exact Jaccard similarity of each
 candidate decides (``near_threshold``, 0.8 by default). Written here (a few lines of
 numpy) rather than adding a dependency, since every candidate is verified exactly.
@@ -150,7 +151,7 @@ def check_data(
     if fmt == "auto" and rows:
         first = rows[0][1]
         fmt = "messages" if "messages" in first else "prompt_completion"
-    texts: dict[int, str] = {}  # line -> normalised text, for duplicates
+    texts: dict[int, str] = {}  # line -> text with whitespace collapsed, for exact duplicates
     valid: list[tuple[int, dict[str, Any]]] = []
     lengths: list[int] = []
     for number, row in rows:
@@ -166,7 +167,7 @@ def check_data(
                 findings.append(Finding("empty_response", "error", number, "empty assistant reply"))
             elif cut := _looks_cut_off(response):
                 findings.append(Finding("truncated", "warning", number, f"reply looks cut off: {cut}"))
-        texts[number] = _normalise(" ".join(m["content"] for m in messages))
+        texts[number] = " ".join(" ".join(m["content"] for m in messages).split())
         if not problems:
             valid.append((number, row))
         if tokenizer is None:
@@ -186,7 +187,9 @@ def check_data(
     for group in report.duplicate_groups:
         for duplicate in group[1:]:
             findings.append(Finding("exact_duplicate", "warning", duplicate, f"same text as line {group[0]}"))
-    report.near_duplicates = _near_duplicates(texts, near_threshold)
+    repeated = {line for group in report.duplicate_groups for line in group[1:]}
+    normalised = {line: _normalise(text) for line, text in texts.items() if line not in repeated}
+    report.near_duplicates = _near_duplicates(normalised, near_threshold)
     for a, b, similarity in report.near_duplicates:
         findings.append(
             Finding("near_duplicate", "warning", b, f"near duplicate of line {a} (Jaccard {similarity:.2f})")
@@ -204,7 +207,7 @@ def _row_parts(row: dict[str, Any], fmt: str) -> tuple[list[dict[str, Any]], lis
         bad = _bad_messages(messages)
         if bad:
             return bad
-        return messages, [m["content"] for m in messages if m["role"] == "assistant"]
+        return messages, _targets(messages)
     prompt, completion = row.get("prompt"), row.get("completion")
     if isinstance(prompt, str) and isinstance(completion, str):
         return [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}], [
@@ -214,8 +217,13 @@ def _row_parts(row: dict[str, Any], fmt: str) -> tuple[list[dict[str, Any]], lis
         bad = _bad_messages(prompt + completion)
         if bad:
             return bad
-        return prompt + completion, [m["content"] for m in completion if m["role"] == "assistant"]
+        return prompt + completion, _targets(completion)
     return "expected 'prompt' and 'completion', both strings or both non-empty message lists"
+
+
+def _targets(messages: list[dict[str, Any]]) -> list[str]:
+    """The replies training learns from: ``weight: 0`` leaves one out (and may be empty)."""
+    return [m["content"] for m in messages if m["role"] == "assistant" and m.get("weight", 1) != 0]
 
 
 def _bad_messages(messages: list[Any]) -> str:
@@ -299,6 +307,8 @@ def _token_lengths(
 
 
 def _normalise(text: str) -> str:
+    """Case, punctuation and operators dropped: for near duplicates only (it makes
+    "Is 5 > 3?" and "Is 5 < 3?" the same text)."""
     text = unicodedata.normalize("NFKC", text).casefold()
     return " ".join(re.sub(r"[^\w\s]", " ", text).split())
 
@@ -322,11 +332,8 @@ def _near_duplicates(
 ) -> list[tuple[int, int, float]]:
     import numpy as np
 
-    unique: dict[str, int] = {}
-    for line, text in texts.items():
-        unique.setdefault(text, line)  # exact duplicates are reported apart
-    lines = list(unique.values())
-    shingle_sets = [_shingles(text) for text in unique]
+    lines = list(texts)  # exact duplicates are left out by the caller: they are reported apart
+    shingle_sets = [_shingles(text) for text in texts.values()]
     prime = np.uint64((1 << 31) - 1)
     rng = np.random.default_rng(0)
     a = rng.integers(1, int(prime), permutations, dtype=np.uint64)

@@ -95,6 +95,8 @@ class ScorerReport:
     passed: int = 0
     reward_sum: float = 0.0
     pass_at: dict[int, float] = field(default_factory=dict)
+    # prompts behind each pass@k: one with fewer than k scored samples is left out
+    pass_at_prompts: dict[int, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -103,6 +105,7 @@ class ScorerReport:
             "accuracy": self.passed / self.scored if self.scored else None,
             "mean_reward": self.reward_sum / self.scored if self.scored else None,
             "pass@k": {str(k): value for k, value in self.pass_at.items()},
+            "pass@k_prompts": {str(k): count for k, count in self.pass_at_prompts.items()},
         }
 
 
@@ -302,6 +305,7 @@ def _report(
                 if len(scored) >= k:
                     estimates[k].append(pass_at_k(len(scored), passed, k))
         report.pass_at = {k: sum(v) / len(v) for k, v in estimates.items() if v}
+        report.pass_at_prompts = {k: len(v) for k, v in estimates.items()}
     return EvalReport(backend, reports, samples)
 
 
@@ -314,6 +318,7 @@ def _table(config: EvalConfig, report: EvalReport) -> Table:
         "accuracy",
         *(f"pass@{k}" for k in config.k),
         title=f"eval of {config.model.name}: {len(report.samples)} prompts x {config.n} samples",
+        caption="pass@k (prompts): a prompt with fewer than k scored samples is left out",
     )
     for scorer in report.scorers:
         data = scorer.as_json()
@@ -327,6 +332,6 @@ def _table(config: EvalConfig, report: EvalReport) -> Table:
             str(scorer.infrastructure_failures),
             cell(data["mean_reward"]),
             cell(data["accuracy"]),
-            *(cell(scorer.pass_at.get(k)) for k in config.k),
+            *(f"{cell(scorer.pass_at.get(k))} ({scorer.pass_at_prompts.get(k, 0)})" for k in config.k),
         )
     return table

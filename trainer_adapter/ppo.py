@@ -25,7 +25,10 @@ last checkpoint. A server that is restarting is waited for (``server.max_wait_s`
 Resume: TRL's PPO loop always starts at step 0, so a resumed run loads the policy
 from the checkpoint, the critic from ``checkpoint-N/value_model`` (saved next to
 each checkpoint here) and the optimizer's state, and continues the step and
-episode counters for the episodes that remain. The learning-rate schedule is built
+episode counters for the episodes that remain. Prompts come in an order fixed by
+the seed and the epoch (not by torch's global generator, as in TRL), and a resumed
+run starts that order after the episodes already done, so it trains on the prompts
+the uninterrupted run would have, not the first ones again. The learning-rate schedule is built
 anew over the remaining steps (exact with ``lr_scheduler_type: constant``).
 """
 
@@ -207,10 +210,24 @@ def run_ppo(config: PPORunConfig) -> RunResult:
     tokenizer = AutoTokenizer.from_pretrained(config.model, padding_side="left")
     check_pad_token(tokenizer)
     prompts: dict[tuple[int, ...], dict[str, Any]] = {}
+    first_line: dict[tuple[int, ...], int] = {}
+    read = sorted({column for spec in config.rewards for column in spec.columns.values()} - {"prompt"})
     encoded = []
-    for row in rows:
+    for line, row in _numbered(config.data, rows):
         ids = encode_prompt(tokenizer, row[config.prompt_column])
-        prompts.setdefault(tuple(ids), {**row, "prompt": row[config.prompt_column]})
+        key = tuple(ids)
+        entry = {**row, "prompt": row[config.prompt_column]}
+        if key in prompts:
+            # The reward model knows a rollout by its prompt alone: one prompt, one row's columns.
+            differ = [column for column in read if prompts[key].get(column) != entry.get(column)]
+            if differ:
+                raise RunConfigError(
+                    f"{config.data}: lines {first_line[key]} and {line} have the same prompt but "
+                    f"different {', '.join(differ)}: PPO scores a response by its prompt, so it cannot "
+                    "tell them apart; merge them or make the prompts differ"
+                )
+        else:
+            prompts[key], first_line[key] = entry, line
         encoded.append(ids)
 
     device = precision(config)
@@ -280,6 +297,7 @@ def run_ppo(config: PPORunConfig) -> RunResult:
                 peft_config=policy_peft,
                 callbacks=callbacks,
             )
+            trainer.dataloader = _resumable_dataloader(trainer, config.seed, done_episodes)
             if checkpoint is not None:
                 _load_optimizer(trainer.optimizer, checkpoint)
             trainer.train()
@@ -296,6 +314,53 @@ def _dtype(bf16: bool) -> Any:
     import torch
 
     return torch.bfloat16 if bf16 else torch.float32
+
+
+def _numbered(path: Path, rows: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """Rows with their line numbers in the file (``read_jsonl`` skips blank lines)."""
+    lines = [n for n, text in enumerate(path.read_text().splitlines(), 1) if text.strip()]
+    return list(zip(lines, rows, strict=True))
+
+
+class _EpochOrder(torch.utils.data.Sampler[int]):  # type: ignore[misc]
+    """Prompt order for the run: epoch ``e`` is a permutation seeded by ``(seed, e)``,
+    the stream starting ``skip`` prompts in.
+
+    TRL's PPO shuffles with torch's global generator, so a resumed run would draw the
+    first epoch's order again and train its first batches twice and its last never.
+    Here the order depends on the seed and the epoch alone, so a run resumed after
+    ``skip`` prompts sees exactly the prompts the uninterrupted run saw next."""
+
+    def __init__(self, size: int, per_epoch: int, seed: int, skip: int) -> None:
+        self.size, self.per_epoch, self.seed = size, per_epoch, seed
+        self.epoch, self.skip = divmod(skip, per_epoch) if per_epoch else (0, 0)
+
+    def __iter__(self) -> Any:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        start, self.skip = self.skip, 0
+        self.epoch += 1
+        return iter(order[start:])
+
+    def __len__(self) -> int:
+        return self.size - self.skip
+
+
+def _resumable_dataloader(trainer: Any, seed: int, done_episodes: int) -> Any:
+    """TRL's dataloader with :class:`_EpochOrder` as its sampler, prepared the same way."""
+    from torch.utils.data import DataLoader
+
+    batch = trainer.args.local_batch_size
+    processes = trainer.accelerator.num_processes
+    per_epoch = len(trainer.train_dataset) // (batch * processes) * batch * processes  # drop_last
+    loader = DataLoader(
+        trainer.train_dataset,
+        batch_size=batch,
+        sampler=_EpochOrder(len(trainer.train_dataset), per_epoch, seed, done_episodes),
+        collate_fn=trainer.data_collator,
+        drop_last=True,
+    )
+    return trainer.accelerator.prepare(loader)
 
 
 def _load_optimizer(optimizer: Any, checkpoint: Path) -> None:

@@ -16,6 +16,13 @@ What comes back per completion:
   crashed, the server was overloaded). TRL turns it into NaN and leaves it out,
   rather than learning from a fake zero.
 
+Several rewards: TRL (1.12) leaves a sample out only when *every* reward function
+returned None for it, and sums the others (``nansum``), so one failed reward among
+several silently counts as 0. ``combined_reward([...])`` scores every configured
+scorer in one reward function (concurrently) and returns the weighted sum, or None
+for the whole sample when any part could not be scored; pass it alone, with TRL's
+``reward_weights`` left at ``[1.0]``. ``arbiter train grpo`` does this.
+
 Failure counts and the mean of each composite component are logged through TRL's
 ``log_metric``. While the server restarts, calls wait (gRPC wait-for-ready) up to
 ``max_wait_s``; past that the function raises instead of inventing rewards.
@@ -42,7 +49,14 @@ from sdk import AsyncRewardClient, ClientError, ScoreResult, Status
 
 log = logging.getLogger("arbiter.trainer")
 
-__all__ = ["RewardServerError", "ServerReward", "Targets", "server_reward"]
+__all__ = [
+    "CombinedReward",
+    "RewardServerError",
+    "ServerReward",
+    "Targets",
+    "combined_reward",
+    "server_reward",
+]
 
 SAMPLE_FIELDS = ("reference", "tests", "metadata", "prompt")
 
@@ -123,22 +137,29 @@ def reward_config(
     )
 
 
-class ServerReward:
-    """The reward function ``server_reward`` returns."""
+class _AsyncRewardFunction:
+    """What TRL needs of a reward object: a ``__name__``, and to look like an ``async def``."""
 
     # Python 3.11 has no inspect.markcoroutinefunction: it recognises a coroutine
     # function by a function-like shape (these attributes) and the code's flags.
     __defaults__ = None
     __kwdefaults__ = None
     __annotations__: dict[str, Any] = {}
+    __name__: str
+    __call__: Callable[..., Any]
+
+    @property
+    def __code__(self) -> types.CodeType:
+        code: types.CodeType = type(self).__call__.__code__
+        return code
+
+
+class ServerReward(_AsyncRewardFunction):
+    """The reward function ``server_reward`` returns."""
 
     def __init__(self, config: RewardConfig) -> None:
         self.config = config
         self.__name__ = config.name
-
-    @property
-    def __code__(self) -> types.CodeType:
-        return ServerReward.__call__.__code__
 
     async def __call__(
         self,
@@ -151,6 +172,59 @@ class ServerReward:
 
     def __repr__(self) -> str:
         return f"<arbiter reward {self.__name__}: {self.config.scorer} at {self.config.where}>"
+
+
+def combined_reward(parts: Sequence[tuple[RewardConfig, float]], *, name: str = "arbiter") -> CombinedReward:
+    """One TRL reward function for several server rewards: ``(reward_config(...), weight)``
+    pairs, scored concurrently; the weighted sum, or None when any part is None."""
+    if not parts:
+        raise ValueError("combined_reward needs at least one reward")
+    names = [config.name for config, _ in parts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"reward names must differ (they name the logged metrics): {names}")
+    return CombinedReward(tuple(parts), name)
+
+
+class CombinedReward(_AsyncRewardFunction):
+    """The reward function ``combined_reward`` returns (module docstring)."""
+
+    def __init__(self, parts: tuple[tuple[RewardConfig, float], ...], name: str) -> None:
+        self.parts = parts
+        self.__name__ = name
+
+    async def __call__(
+        self,
+        prompts: Sequence[Any] | None = None,
+        completions: Sequence[Any] = (),
+        log_metric: Callable[[str, float], None] | None = None,
+        **kwargs: Any,
+    ) -> list[float | None]:
+        per_part = await asyncio.gather(
+            *(
+                score_completions(config, prompts, completions, log_metric, **kwargs)
+                for config, _ in self.parts
+            )
+        )
+        totals: list[float | None] = []
+        for values in zip(*per_part, strict=True):
+            scored = [value for value in values if value is not None]
+            if len(scored) < len(values):
+                totals.append(None)  # one part unscored: the sum would be a fake reward
+            else:
+                totals.append(
+                    sum(weight * value for (_, weight), value in zip(self.parts, scored, strict=True))
+                )
+        if log_metric is not None:
+            for (config, _), part in zip(self.parts, per_part, strict=True):
+                part_scored = [value for value in part if value is not None]
+                if part_scored:
+                    log_metric(f"{config.name}/mean", sum(part_scored) / len(part_scored))
+            log_metric(f"{self.__name__}/left_out", float(sum(total is None for total in totals)))
+        return totals
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{weight:g} x {config.scorer}" for config, weight in self.parts)
+        return f"<arbiter reward {self.__name__}: {parts}>"
 
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[RewardConfig, AsyncRewardClient]] = (

@@ -245,11 +245,12 @@ def peft_config(settings: LoraSettings | None, task_type: str) -> Any:
 
 
 def resume_checkpoint(config: RunConfig) -> Path | None:
-    """The checkpoint to resume from: ``resume: true`` means the newest in output_dir."""
+    """The checkpoint to resume from: ``resume: true`` means the newest in output_dir;
+    a path is used as given (``load_run_config`` made it relative to the config file)."""
     if config.resume is False:
         return None
     if isinstance(config.resume, Path):
-        path = config.resume if config.resume.is_absolute() else config.output_dir / config.resume
+        path = config.resume
         if not path.is_dir():
             raise RunConfigError(f"resume: {path} is not a checkpoint directory")
         return path
@@ -278,7 +279,7 @@ def run_grpo(config: GRPORunConfig) -> RunResult:
         raise RunConfigError(f"GRPO needs TRL: {trl_version_hint()} ({exc})") from exc
 
     from .progress import RewardProgress
-    from .rewards import server_reward
+    from .rewards import combined_reward, reward_config
 
     rows = read_jsonl(config.data, config.prompt_column)
     if config.prompt_column != "prompt":
@@ -298,7 +299,7 @@ def run_grpo(config: GRPORunConfig) -> RunResult:
         max_completion_length=config.max_completion_length,
         use_vllm=config.use_vllm,
         vllm_mode=config.vllm_mode,
-        reward_weights=[spec.weight for spec in config.rewards],
+        reward_weights=[1.0],  # the weights are applied in the one combined reward function
         save_strategy="steps",
         save_steps=config.checkpoint_every,
         disable_tqdm=True,
@@ -308,22 +309,29 @@ def run_grpo(config: GRPORunConfig) -> RunResult:
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     model = AutoModelForCausalLM.from_pretrained(config.model, dtype=_dtype(device["bf16"]))
     with reward_server_target(config.server) as (target, token):
-        rewards = [
-            server_reward(
-                spec.scorer,
-                target,
-                columns=spec.columns,
-                params=spec.params,
-                token=token,
-                max_wait_s=config.server.max_wait_s,
-                name=spec.name,
-            )
-            for spec in config.rewards
-        ]
+        # One reward function for all scorers: TRL sums the rewards that are not None, so
+        # a failed part next to others would count as 0; combined, the sample is left out.
+        reward = combined_reward(
+            [
+                (
+                    reward_config(
+                        spec.scorer,
+                        target,
+                        columns=spec.columns,
+                        params=spec.params,
+                        token=token,
+                        max_wait_s=config.server.max_wait_s,
+                        name=spec.name,
+                    ),
+                    spec.weight,
+                )
+                for spec in config.rewards
+            ]
+        )
         progress = RewardProgress("grpo", reward_keys=("reward",))
         trainer = GRPOTrainer(
             model=model,
-            reward_funcs=rewards,
+            reward_funcs=[reward],
             args=args,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,

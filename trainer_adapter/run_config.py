@@ -16,7 +16,7 @@ config class untouched (anything TRL accepts, TRL validates)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -58,6 +58,9 @@ class RunConfig(_Strict):
         default_factory=dict, description="passed through to the stage's TRL config class"
     )
 
+    # text keys that may instead name a file, resolved like paths (see _relative_to)
+    _file_or_text: ClassVar[tuple[str, ...]] = ()
+
 
 # Any strict config model loads the same way (``arbiter eval`` has its own).
 RunConfigT = TypeVar("RunConfigT", bound=BaseModel)
@@ -82,11 +85,20 @@ def load_run_config(path: Path, config_type: type[RunConfigT]) -> RunConfigT:
 
 
 def _relative_to(config: RunConfigT, base: Path) -> RunConfigT:
-    """Relative paths, at any depth of nested sections, made relative to ``base``."""
+    """Relative paths, at any depth of nested sections, made relative to ``base``; so
+    are text keys a model lists in ``_file_or_text`` when they name a file rather than
+    hold the text itself (a Jinja template always has a ``{``)."""
+    file_or_text: tuple[str, ...] = getattr(config, "_file_or_text", ())
     updates: dict[str, Any] = {}
     for name, value in config:
         if isinstance(value, Path) and not value.is_absolute():
             updates[name] = base / value
         elif isinstance(value, BaseModel):
             updates[name] = _relative_to(value, base)
+        elif name in file_or_text and isinstance(value, str) and _names_a_file(value):
+            updates[name] = str(base / value)
     return config.model_copy(update=updates)
+
+
+def _names_a_file(value: str) -> bool:
+    return "{" not in value and "\n" not in value and not Path(value).is_absolute()

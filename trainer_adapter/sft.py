@@ -13,7 +13,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -68,6 +68,9 @@ class SFTRunConfig(RunConfig):
         "training one; default: the model's own",
     )
     show_sample: bool = Field(True, description="print a decoded row with its loss-carrying tokens marked")
+
+    # a file or model directory named here is relative to the config file, like other paths
+    _file_or_text: ClassVar[tuple[str, ...]] = ("chat_template", "inference_chat_template")
 
     @field_validator("trl")
     @classmethod

@@ -18,7 +18,9 @@ as it is at inference, and no prompt token can be counted as a target.
 
 :func:`check_masking` then checks the result independently of how it was built: every
 row has a loss-carrying token, and every run of loss-carrying tokens decodes to text
-from a target reply (never from a system or user message or a role header).
+from a target reply (never from a system or user message or a role header, and never
+whitespace alone). The targets are the replies' text and end-of-turn token, whichever
+way the tokens were found.
 """
 
 from __future__ import annotations
@@ -289,12 +291,15 @@ def _with_generation_markers(tokenizer: Any, turns: Sequence[Turn], index: int) 
             f"but the conversation has {len(assistant)} assistant message(s)"
         )
     row = TokenizedRow(input_ids=ids, labels=[IGNORE_INDEX] * len(ids), weights=[0.0] * len(ids))
+    eos = tokenizer.eos_token or ""
     for (a, b), turn in zip(loss_runs, assistant, strict=True):
         if turn.weight is None:
             continue
         row.labels[a:b] = ids[a:b]
         row.weights[a:b] = [turn.weight] * (b - a)
-        row.targets.append(tokenizer.decode(ids[a:b]))
+        # What the run must come from: the reply and its end-of-turn, as on the prefix path,
+        # never the run itself (check_masking would then compare each run with itself).
+        row.targets.append(turn.content.strip() + eos)
     return row
 
 
@@ -326,11 +331,20 @@ def check_masking(tokenizer: Any, rows: Sequence[TokenizedRow]) -> None:
             if not on:
                 continue
             text = tokenizer.decode(row.input_ids[a:b])
-            if not any(text.strip() in target for target in row.targets):
+            if not text.strip():
+                raise SFTDataError(
+                    f"row {number}: loss falls on whitespace only ({text!r}), not on an assistant reply"
+                )
+            # whitespace aside: a template may put a newline between a reply and its end-of-turn
+            if not any(_squeezed(text) in _squeezed(target) for target in row.targets):
                 raise SFTDataError(
                     f"row {number}: loss falls on text outside the assistant replies: {text!r}; "
                     "prompt, system and user tokens must have label -100"
                 )
+
+
+def _squeezed(text: str) -> str:
+    return "".join(text.split())
 
 
 def loss_sample(tokenizer: Any, row: TokenizedRow) -> str:
