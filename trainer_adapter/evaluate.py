@@ -38,7 +38,7 @@ from pydantic import Field, model_validator
 from rich.console import Console
 from rich.table import Table
 
-from .rewards import Targets, close_clients, reward_config, score_completions
+from .rewards import Targets, close_clients, score_completions
 from .rl import RewardSpec, ServerSettings, read_jsonl, reward_server_target
 from .run_config import RunConfigError, _Strict
 
@@ -244,15 +244,7 @@ async def _score(
     out: list[list[float | None]] = []
     try:
         for spec in config.rewards:
-            settings = reward_config(
-                spec.scorer,
-                target,
-                columns=spec.columns,
-                params=spec.params,
-                token=token,
-                max_wait_s=config.server.max_wait_s,
-                name=spec.name,
-            )
+            settings = spec.settings(target, token, config.server)
             values: list[float | None] = []
             for start in range(0, len(flat), _SCORE_CHUNK):
                 part = slice(start, start + _SCORE_CHUNK)

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from .rewards import RewardConfig, RewardServerError, close_clients, reward_config, score_completions
+from .rewards import RewardConfig, RewardServerError, close_clients, score_completions
 from .rl import (
     PPORunConfig,
     RunResult,
@@ -269,19 +269,7 @@ def run_ppo(config: PPORunConfig) -> RunResult:
     progress = RewardProgress("ppo", reward_keys=("objective/scores",))
     with reward_server_target(config.server) as (target, token):
         reward_configs = [
-            (
-                reward_config(
-                    spec.scorer,
-                    target,
-                    columns=spec.columns,
-                    params=spec.params,
-                    token=token,
-                    max_wait_s=config.server.max_wait_s,
-                    name=spec.name,
-                ),
-                spec.weight,
-            )
-            for spec in config.rewards
+            (spec.settings(target, token, config.server), spec.weight) for spec in config.rewards
         ]
         reward_model = ServerRewardModel(reward_configs, tokenizer, prompts)
         callbacks = [_SaveCritic(), _Continue(done_steps, done_episodes), progress]

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from .rewards import Targets
+from .rewards import RewardConfig, Targets, reward_config
 from .run_config import LoraSettings, RunConfig, RunConfigError, _Strict
 
 __all__ = [
@@ -89,6 +89,18 @@ class RewardSpec(_Strict):
         if unknown:
             raise ValueError(f"columns maps unknown sample fields {sorted(unknown)}; use {SAMPLE_FIELDS}")
         return self
+
+    def settings(self, target: Targets, token: str | None, server: ServerSettings) -> RewardConfig:
+        """This reward's client settings, against the run's server."""
+        return reward_config(
+            self.scorer,
+            target,
+            columns=self.columns,
+            params=self.params,
+            token=token,
+            max_wait_s=server.max_wait_s,
+            name=self.name,
+        )
 
 
 class _RLConfig(RunConfig):
@@ -279,7 +291,7 @@ def run_grpo(config: GRPORunConfig) -> RunResult:
         raise RunConfigError(f"GRPO needs TRL: {trl_version_hint()} ({exc})") from exc
 
     from .progress import RewardProgress
-    from .rewards import combined_reward, reward_config
+    from .rewards import combined_reward
 
     rows = read_jsonl(config.data, config.prompt_column)
     if config.prompt_column != "prompt":
@@ -312,21 +324,7 @@ def run_grpo(config: GRPORunConfig) -> RunResult:
         # One reward function for all scorers: TRL sums the rewards that are not None, so
         # a failed part next to others would count as 0; combined, the sample is left out.
         reward = combined_reward(
-            [
-                (
-                    reward_config(
-                        spec.scorer,
-                        target,
-                        columns=spec.columns,
-                        params=spec.params,
-                        token=token,
-                        max_wait_s=config.server.max_wait_s,
-                        name=spec.name,
-                    ),
-                    spec.weight,
-                )
-                for spec in config.rewards
-            ]
+            [(spec.settings(target, token, config.server), spec.weight) for spec in config.rewards]
         )
         progress = RewardProgress("grpo", reward_keys=("reward",))
         trainer = GRPOTrainer(
