@@ -23,7 +23,6 @@ imported when a run starts, never when the config is read.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from .jsonl import read_jsonl_objects
 from .rewards import RewardConfig, Targets, reward_config
 from .run_config import LoraSettings, RunConfig, RunConfigError, _Strict
 
@@ -207,23 +207,10 @@ def reward_server_target(settings: ServerSettings) -> Iterator[tuple[Targets, st
 
 def read_jsonl(path: Path, required: str) -> list[dict[str, Any]]:
     """Rows of a JSONL file, each required to have ``required``; errors name the line."""
-    rows: list[dict[str, Any]] = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise RunConfigError(f"cannot read data {path}: {exc}") from exc
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RunConfigError(f"{path}:{number}: not JSON: {exc}") from exc
-        if not isinstance(row, dict) or required not in row:
-            raise RunConfigError(f"{path}:{number}: expected a JSON object with a {required!r} key")
-        rows.append(row)
-    if not rows:
-        raise RunConfigError(f"{path}: no rows")
+    rows = read_jsonl_objects(path, RunConfigError)
+    for number, row in enumerate(rows, 1):
+        if required not in row:
+            raise RunConfigError(f"{path}: row {number}: expected a {required!r} key")
     return rows
 
 

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .jsonl import read_jsonl_objects
+
 __all__ = [
     "DataFormat",
     "SFTDataError",
@@ -88,24 +90,7 @@ class TokenizedRow:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSONL file; blank lines are skipped, anything else must be a JSON object."""
-    rows: list[dict[str, Any]] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SFTDataError(f"{path}: {exc}") from exc
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SFTDataError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise SFTDataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    if not rows:
-        raise SFTDataError(f"{path}: no rows")
-    return rows
+    return read_jsonl_objects(path, SFTDataError)
 
 
 def detect_format(rows: Sequence[dict[str, Any]], requested: DataFormat = "auto") -> DataFormat:
